@@ -1,0 +1,1 @@
+"""Measuring artifacts: accuracy metrics, evaluation, parity against PyTorch, latency."""

@@ -1,0 +1,1 @@
+"""Images in (robust decoding), tensors out (reference and fast preprocessing), masks back."""

@@ -1,0 +1,92 @@
+"""Decoding the images users throw at the pipeline, with one-line errors for the bad ones.
+
+Handled: 8-bit and 16-bit, grayscale, palette, RGBA (first three channels, as the authors do),
+CMYK, EXIF orientation. Refused with a message: unreadable or truncated files, and images over
+:data:`MAX_PIXELS` (decompression bombs) before they are decoded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import U2Error
+
+MAX_PIXELS = 64_000_000  # ~8000×8000; U²-Net works at 320×320, so larger inputs are almost surely bombs
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """H×W×C integer array (C = 1 for grayscale, 3 otherwise; uint8, or uint16 for 16-bit files).
+
+    Grayscale stays one channel because the authors normalise it with the first channel's
+    mean and std for all three copies; see :mod:`u2deploy.data.preprocess`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise U2Error(f"{path}: no such image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                if width * height > MAX_PIXELS:
+                    raise U2Error(f"{path}: {width}×{height} pixels is over the {MAX_PIXELS:,} limit "
+                                  "(a decompression bomb?)")
+                im = ImageOps.exif_transpose(im)
+                return _to_array(im)
+    except U2Error:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise U2Error(f"{path}: not a readable image ({_reason(exc)})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise U2Error(f"{path}: corrupt or truncated image ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:120] if text else type(exc).__name__
+
+
+def _to_array(im: Image.Image) -> np.ndarray:
+    if im.mode in _SIXTEEN_BIT_MODES:
+        arr = np.asarray(im)
+        if arr.dtype != np.uint16:  # mode "I" holds int32; 16-bit PNGs decode to it in some Pillows
+            arr = np.clip(arr, 0, 65535).astype(np.uint16)
+        return arr[:, :, None]
+    if im.mode in ("L", "LA", "1"):
+        return np.asarray(im.convert("L"))[:, :, None]
+    if im.mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+    if im.mode in ("RGBA", "RGBa", "RGBX"):
+        return np.ascontiguousarray(np.asarray(im)[:, :, :3])
+    if im.mode == "RGB":
+        return np.asarray(im)
+    arr = np.asarray(im.convert("RGB"))  # CMYK, YCbCr, LAB, HSV, F …
+    return arr
+
+
+def unit_float(image: np.ndarray) -> np.ndarray:
+    """Integer image to float64 in [0, 1], as scikit-image's ``img_as_float`` does."""
+    return image.astype(np.float64) / float(np.iinfo(image.dtype).max)
+
+
+def list_images(folder_or_files: str | Path | list[str | Path]) -> list[Path]:
+    """Image files of a folder (sorted by name), or the given files as they are."""
+    items = folder_or_files if isinstance(folder_or_files, list) else [folder_or_files]
+    found: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found.extend(sorted(p for p in item.iterdir()
+                                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif item.exists():
+            found.append(item)
+        else:
+            raise U2Error(f"{item}: no such file or folder")
+    if not found:
+        raise U2Error(f"{', '.join(map(str, items))}: no images found")
+    return found

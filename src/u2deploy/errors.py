@@ -1,0 +1,10 @@
+"""The one exception type that the CLIs turn into a one-line message (never a traceback)."""
+
+from __future__ import annotations
+
+
+class U2Error(Exception):
+    """A problem the user can fix: bad file, wrong flag, missing dependency.
+
+    The message is a single line that names the file or flag and the problem.
+    """
