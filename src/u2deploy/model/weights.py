@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from ..errors import U2Error
 from .network import U2Net, VARIANTS
 from .registry import WeightsInfo, default_weights, official_for, registry
 
+_log = logging.getLogger("u2deploy")
+_announced: set[str] = set()
 _PREFIX = "module."
 _VARIANT_NAMES = {"full": "the full model (u2net)", "small": "the small model (u2netp)"}
 # Stage 6's input convolution has 512 output channels in the full model and 64 in the small one.
@@ -108,6 +111,10 @@ def load_model(variant: str | None = None, weights: str | Path | None = None) ->
             raise U2Error(f"--variant {variant} has no embedded weights; pass --weights PATH "
                           f"(e.g. the authors' {official_for(variant).filename})")
         path = info.path
+        if info.name not in _announced:
+            _announced.add(info.name)
+            _log.info(f"using {info.description} ({info.name}, {info.input_size[0]}×{info.input_size[1]}); "
+                      "pass --weights for real weights")
     else:
         path = Path(weights)
         info = None

@@ -1,0 +1,51 @@
+"""Writing artifacts atomically: a crash or a failed check never leaves a half-written file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import U2Error
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it over ``final`` only if the block succeeds."""
+    final = Path(final)
+    folder = final.parent if str(final.parent) else Path(".")
+    if not folder.is_dir():
+        raise U2Error(f"{final}: folder {folder} does not exist")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise U2Error(f"{final}: cannot write there ({exc.strerror or exc})") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the artifact should read like any new file
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail before hours of work rather than after: the folder exists and accepts a new file."""
+    with atomic_path(Path(path).with_name(f".{Path(path).name}.probe")):
+        pass
+
+
+def human_size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e5 else f"{n_bytes / 1e3:.1f} kB"
