@@ -43,8 +43,15 @@ def write_json(path: str | Path, data: Any) -> None:
 
 def check_writable(path: str | Path) -> None:
     """Fail before hours of work rather than after: the folder exists and accepts a new file."""
-    with atomic_path(Path(path).with_name(f".{Path(path).name}.probe")):
-        pass
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise U2Error(f"{path}: folder {folder} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".probe", dir=folder):
+            pass
+    except OSError as exc:
+        raise U2Error(f"{path}: cannot write there ({exc.strerror or exc})") from None
 
 
 def human_size(n_bytes: int) -> str:

@@ -2,8 +2,174 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
 from ._common import new_app, run
 
 app = new_app("u2export", "Export U²-Net to ONNX, FP16/INT8 ONNX and TensorRT engines, verified.")
 
+
+@app.callback()
+def _subcommands() -> None:  # keeps `u2export trt …` a subcommand even while it is the only one
+    pass
+
+
+@app.command("trt")
+def trt_command(
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="Build from this ONNX file.")] = None,
+    variant: Annotated[str | None, typer.Option(
+        "--variant", help="full or small: export the ONNX first (and the FP16 / Q/DQ one).")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint for --variant.")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="FP16 engine.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="INT8 engine (needs --calib unless the ONNX is Q/DQ).")
+                    ] = False,
+    fp32: Annotated[bool, typer.Option("--fp32", help="FP32 engine.")] = False,
+    calib: Annotated[Path | None, typer.Option("--calib", help="Folder of calibration images.")] = None,
+    int8_mode: Annotated[str, typer.Option(
+        "--int8-mode", help="auto (8.6: calibrator, else qdq), qdq (Q/DQ ONNX) or calibrator (8.6/10.x).")
+    ] = "auto",
+    calib_images: Annotated[int | None, typer.Option(
+        "--calib-images", min=1, help="Calibrator: draw this many images (seeded).")] = None,
+    calib_batch: Annotated[int, typer.Option("--calib-batch", min=1, help="Calibrator: batch size.")] = 8,
+    calib_seed: Annotated[int, typer.Option("--calib-seed", help="Calibrator: sampling seed.")] = 0,
+    calib_cache: Annotated[Path | None, typer.Option(
+        "--calib-cache", help="Calibrator: scales cache (default OUT.calib.cache; reused if present).")
+    ] = None,
+    batch: Annotated[int | None, typer.Option("--batch", min=1, help="Fixed batch size.")] = None,
+    min_batch: Annotated[int | None, typer.Option("--min-batch", min=1, help="Profile: smallest.")] = None,
+    opt_batch: Annotated[int | None, typer.Option("--opt-batch", min=1, help="Profile: tuned for.")] = None,
+    max_batch: Annotated[int | None, typer.Option("--max-batch", min=1, help="Profile: largest.")] = None,
+    size: Annotated[str | None, typer.Option("--size", help="HxW, for ONNX files with dynamic H, W.")] = None,
+    workspace: Annotated[float | None, typer.Option("--workspace", help="Builder workspace, GiB.")] = None,
+    timing_cache: Annotated[Path | None, typer.Option(
+        "--timing-cache", help="Timing cache file, read and updated (speeds up rebuilds).")] = None,
+    version_compatible: Annotated[bool, typer.Option(
+        "--version-compatible", help="Engine loads in later TensorRT releases of the same major.")] = False,
+    hardware_compatible: Annotated[bool, typer.Option(
+        "--hardware-compatible", help="Engine loads on any Ampere or newer GPU (AMPERE_PLUS).")] = False,
+    device: Annotated[int, typer.Option("--device", min=0, help="CUDA device index.")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", help="TensorRT's INFO messages too.")] = False,
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Engine file (default <u2netp|u2net|onnx stem>_<precision>.engine).")] = None,
+) -> None:
+    """Build a TensorRT engine (8.6, 10.x or 11.x) with a JSON manifest beside it."""
+    from ..export.trt import build_trt_engine, parse_size, precision_from_flags
+    from ..export.trt_plan import BatchRange
+
+    result = build_trt_engine(
+        onnx=onnx, variant=variant, weights=weights, precision=precision_from_flags(fp16, int8, fp32),
+        batch=BatchRange.from_flags(batch, min_batch, opt_batch, max_batch), size=parse_size(size),
+        workspace_gib=workspace, timing_cache=timing_cache, output=output, calib_dir=calib,
+        calib_images=calib_images, calib_batch=calib_batch, calib_seed=calib_seed, calib_cache=calib_cache,
+        int8_mode=int8_mode, version_compatible=version_compatible, hardware_compatible=hardware_compatible,
+        device=device, verbose=verbose)
+    typer.echo(result.status_line())
+
+
+def _size_option(size: int | None, height: int | None, width: int | None) -> tuple[int, int] | None:
+    if height is not None or width is not None:
+        if height is None or width is None:
+            raise typer.BadParameter("--height and --width go together")
+        return height, width
+    return (size, size) if size is not None else None
+
+
+@app.command("onnx")
+def onnx_command(
+    variant: Annotated[str, typer.Option("--variant", help="full (U²-Net) or small (U²-Net†).")] = "small",
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="Checkpoint (u2net.pth, u2netp.pth, …); default: the embedded demo weights.")] = None,
+    size: Annotated[int | None, typer.Option("--size", min=32, help="Square input size (default: the weights').")
+                    ] = None,
+    height: Annotated[int | None, typer.Option("--height", min=32, help="Input height.")] = None,
+    width: Annotated[int | None, typer.Option("--width", min=32, help="Input width.")] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Static batch size.")] = 1,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Batch axis left dynamic.")] = False,
+    dynamic_hw: Annotated[bool, typer.Option("--dynamic-hw", help="Height and width left dynamic.")] = False,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (11-20).")] = 17,
+    outputs: Annotated[str, typer.Option("--outputs", help="fused (d0 only) or all (d0 … d6).")] = "fused",
+    no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxsim.")] = False,
+    verify_images: Annotated[Path | None, typer.Option(
+        "--verify-images", help="Images to verify on (default: held-out ECSSD if present, else generated).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Default: u2netp.onnx / u2net.onnx.")
+                      ] = None,
+) -> None:
+    """Export to ONNX, check, simplify and verify against PyTorch (fails if max|Δ| > 1e-4)."""
+    from ..export.onnx import export_onnx
+    from ..files import human_size
+
+    r = export_onnx(variant, weights, output, size=_size_option(size, height, width), batch=batch,
+                    dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, opset=opset, outputs=outputs,
+                    simplify=not no_simplify, verify_images_dir=verify_images)
+    nodes = f"{r.nodes_exported}→{r.nodes_final} nodes" if not no_simplify else f"{r.nodes_final} nodes"
+    typer.echo(f"exported {r.path} ({human_size(r.size_bytes)}) in {r.seconds:.1f} s · {nodes} · "
+               f"max|Δ| {r.worst.max_abs:.1g} vs PyTorch on {r.verify_source} · "
+               f"next: u2bench latency --model {r.path}")
+
+
+@app.command("quantize")
+def quantize_command(
+    model: Annotated[Path, typer.Argument(help="FP32 ONNX model (from u2export onnx).")],
+    calib: Annotated[Path | None, typer.Option(
+        "--calib", help="Calibration images (default: DUTS-TR/DUTS-TR-Image).")] = None,
+    num: Annotated[int, typer.Option("--num", min=1, help="Images drawn from --calib (all if fewer).")] = 300,
+    method: Annotated[str, typer.Option("--method", help="minmax, entropy or percentile.")] = "minmax",
+    target: Annotated[str, typer.Option("--target", help="cpu (ONNX Runtime) or tensorrt.")] = "tensorrt",
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Keep this node in float (repeat).")
+                       ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Ranges cache (default MODEL.calib.json).")
+                     ] = None,
+    recalibrate: Annotated[bool, typer.Option("--recalibrate", help="Overwrite the cache.")] = False,
+    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Print per-layer errors.")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Default MODEL_int8[_trt].onnx.")
+                      ] = None,
+) -> None:
+    """INT8 Q/DQ ONNX, calibrated; TensorRT's Q/DQ rules checked for --target tensorrt."""
+    from ..calibration.quantize import quantize_model
+
+    r = quantize_model(model, calib, output, target=target, num=num, method=method, seed=seed,
+                       exclude=exclude or [], cache=cache, recalibrate=recalibrate)
+    if sensitivity:
+        from ..calibration import DEFAULT_CALIB_DIR
+        from ..calibration.sensitivity import report, sensitivity
+
+        typer.echo(report(sensitivity(model, r.path, calib or DEFAULT_CALIB_DIR)))
+    typer.echo(r.status_line())
+
+
+@app.command("check-qdq")
+def check_qdq_command(model: Annotated[Path, typer.Argument(help="Any ONNX model.")]) -> None:
+    """Check a Q/DQ ONNX against TensorRT's explicit-quantization rules (exit 1 on a violation)."""
+    from ..calibration.qdq_rules import check_qdq, load_onnx, report
+
+    graph = load_onnx(model)
+    violations = check_qdq(graph)
+    typer.echo(report(violations, str(model), graph))
+    if violations:
+        raise typer.Exit(1)
+
+
+@app.command("fp16")
+def fp16_command(
+    model: Annotated[Path, typer.Argument(help="FP32 ONNX model (from u2export onnx).")],
+    calib: Annotated[Path | None, typer.Option(
+        "--calib", help="Images to measure activation ranges on (default: the verification images).")] = None,
+    keep: Annotated[list[str] | None, typer.Option("--keep", help="Keep this node in FP32 (repeat).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Default MODEL_fp16.onnx.")] = None,
+) -> None:
+    """FP16 ONNX (FP32 inputs and outputs), checked against FP32 by FP16 emulation and ONNX Runtime."""
+    from ..export.fp16 import convert_fp16_model
+
+    typer.echo(convert_fp16_model(model, output, calib_dir=calib, keep=keep or []).status_line())
+
+
 main = run(app, "u2export")
+
+
+if __name__ == "__main__":
+    main()

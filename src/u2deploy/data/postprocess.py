@@ -38,7 +38,8 @@ def fast(preds: np.ndarray, sizes: Sequence[Size]) -> list[np.ndarray]:
     normalised = torch.from_numpy(min_max(preds))
     masks = []
     for i, size in enumerate(sizes):
-        up = F.interpolate(normalised[i:i + 1], size=size, mode="bilinear", align_corners=False)
+        up = F.interpolate(normalised[i:i + 1], size=size, mode="bilinear", align_corners=False,
+                           antialias=True)
         masks.append(up[0, 0].mul_(255).round_().clamp_(0, 255).to(torch.uint8).numpy())
     return masks
 

@@ -1,0 +1,35 @@
+"""Sessions: `nox -s tests` (the suite CI runs) and `nox -s lint`.
+
+torch is pinned to the 2.13.0 CPU build: an unpinned torch pulls a multi-GB CUDA build.
+"""
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+TORCH = "torch==2.13.0"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install(TORCH)
+    session.install("-e", ".[test]")
+    # pysodmetrics caps numpy and scikit-image below what the package uses; its metrics only need
+    # these two imports beside them, so it goes in without its pins, for the cross-check tests.
+    session.install("opencv-python-headless", "scikit-learn")
+    session.install("--no-deps", "pysodmetrics")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "tools", "noxfile.py")
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    """Regenerate docs/benchmarks.md on this machine."""
+    session.install(TORCH)
+    session.install("-e", ".[plot]")
+    session.run("python", "tools/make_benchmarks.py", *session.posargs)

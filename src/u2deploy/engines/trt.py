@@ -1,0 +1,283 @@
+"""TensorRT runner: a serialized engine, executed through NVIDIA's cuda-python, no torch and no CUDA toolkit.
+
+Deployment needs only ``tensorrt`` and ``cuda-python`` (device memory, streams, events and graphs
+come from the CUDA runtime bindings). Tensors are bound by name (``set_tensor_address``) and run
+with ``execute_async_v3``, the API TensorRT 8.6, 10.x and 11.x share; dynamic batch profiles take
+``set_input_shape`` per call. Buffers are sized once for the profile's largest batch, so a call
+allocates nothing. With ``cuda_graph=True`` each batch size is captured once into a CUDA graph and
+replayed, which trims launch overhead for batch-1 latency.
+
+Before TensorRT sees the file, the manifest beside it (see :mod:`.trt_manifest`) is compared with
+the running TensorRT and GPU, so a mismatch is one line that says which and how to rebuild.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import U2Error
+from .base import ArtifactInfo, Runner
+from .trt_compat import TrtEnvironment, cuda_check, probe_environment
+from .trt_manifest import check_compatible, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def _device_index(device: str | int | None) -> int:
+    if device is None or device == "cuda":
+        return 0
+    if isinstance(device, int):
+        return device
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    raise U2Error(f"--device {device}: TensorRT engines run on cuda (or cuda:N)")
+
+
+class _Buffer:
+    """One I/O tensor: device memory and page-locked host memory, both sized for the largest shape."""
+
+    def __init__(self, cudart: Any, name: str, dtype: np.dtype, nbytes: int) -> None:
+        self.name, self.dtype, self.nbytes = name, dtype, max(int(nbytes), dtype.itemsize)
+        self._cudart = cudart
+        self.device = int(cuda_check(cudart.cudaMalloc(self.nbytes), "cudaMalloc"))
+        self.host_ptr = int(cuda_check(cudart.cudaMallocHost(self.nbytes), "cudaMallocHost"))
+        raw = (ctypes.c_uint8 * self.nbytes).from_address(self.host_ptr)
+        self.host = np.frombuffer(raw, dtype=np.uint8).view(dtype)
+
+    def free(self) -> None:
+        if self.device:
+            self._cudart.cudaFree(self.device)
+            self.device = 0
+        if self.host_ptr:
+            self.host = np.empty(0, self.dtype)
+            self._cudart.cudaFreeHost(self.host_ptr)
+            self.host_ptr = 0
+
+
+class _CudaEvents:
+    """Device time between ``start`` and ``stop`` on the runner's stream (u2bench's DeviceTimer)."""
+
+    def __init__(self, cudart: Any, stream: Any) -> None:
+        self._cudart, self._stream = cudart, stream
+        self._start = cuda_check(cudart.cudaEventCreate(), "cudaEventCreate")
+        self._stop = cuda_check(cudart.cudaEventCreate(), "cudaEventCreate")
+
+    def start(self) -> None:
+        cuda_check(self._cudart.cudaEventRecord(self._start, self._stream), "cudaEventRecord")
+
+    def stop(self) -> None:
+        cuda_check(self._cudart.cudaEventRecord(self._stop, self._stream), "cudaEventRecord")
+
+    def elapsed_ms(self) -> float:
+        return float(cuda_check(self._cudart.cudaEventElapsedTime(self._start, self._stop),
+                                "cudaEventElapsedTime"))
+
+    def __del__(self) -> None:
+        try:
+            self._cudart.cudaEventDestroy(self._start)
+            self._cudart.cudaEventDestroy(self._stop)
+        except Exception:  # interpreter shutdown
+            pass
+
+
+class TensorRTRunner(Runner):
+    """Runs one ``.engine`` on one GPU; see the module docstring for what it checks and binds."""
+
+    def __init__(self, path: Path, env: TrtEnvironment, cuda_graph: bool = False) -> None:
+        self.path, self.env, self.cuda_graph = path, env, cuda_graph
+        trt, cudart = env.trt, env.cudart
+        self._buffers: dict[str, _Buffer] = {}
+        self._graphs: dict[tuple[int, ...], Any] = {}
+        self._stream: Any = None
+        self.context: Any = None
+        self.engine: Any = None
+
+        manifest = read_manifest(path)
+        if manifest is not None:
+            for warning in check_compatible(path, manifest, env.version, env.gpu):
+                log.warning("warning: %s", warning)
+        cuda_check(cudart.cudaSetDevice(env.gpu.index), "cudaSetDevice")
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self._logger)
+        if manifest is not None and manifest.get("version_compatible"):
+            self.runtime.engine_host_code_allowed = True  # the lean runtime embedded in the plan
+        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            why = ("the manifest matches, so the file may be damaged" if manifest else
+                   "no manifest beside it says which TensorRT and GPU built it")
+            raise U2Error(f"{path}: TensorRT {env.version} cannot load this engine ({why}); "
+                          "rebuild it on this machine with u2export trt")
+        try:
+            self._bind(manifest)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, artifact: str, device: str | int | None = "cuda", cuda_graph: bool = False,
+             **_: Any) -> TensorRTRunner:
+        path = Path(artifact)
+        if not path.is_file():
+            raise U2Error(f"{path}: no such engine file")
+        env = probe_environment(_device_index(device), "TensorRT engines")
+        return cls(path, env, cuda_graph)
+
+    def _bind(self, manifest: dict[str, Any] | None) -> None:
+        """Read the engine's I/O, size and bind buffers, fill ``info``."""
+        trt, cudart, engine = self.env.trt, self.env.cudart, self.engine
+        inputs, outputs = [], []
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(name)
+        if len(inputs) != 1 or not outputs:
+            raise U2Error(f"{self.path}: expected one input and some outputs, found inputs {inputs}")
+        self.input_name = inputs[0]
+        if manifest and sorted(manifest.get("outputs") or []) == sorted(outputs):
+            outputs = list(manifest["outputs"])  # the ONNX's order: d0 (the fused map) first
+        self.output_names = outputs
+        self.dtypes = {name: np.dtype(trt.nptype(engine.get_tensor_dtype(name))) for name in inputs + outputs}
+
+        shape = tuple(engine.get_tensor_shape(self.input_name))
+        if len(shape) != 4:
+            raise U2Error(f"{self.path}: expected an N×3×H×W input, the engine has {shape}")
+        if any(d < 0 for d in shape):
+            low, _, high = (tuple(s) for s in engine.get_tensor_profile_shape(self.input_name, 0))
+            self.min_shape, self.max_shape = low, high
+        else:
+            self.min_shape = self.max_shape = shape
+        self.context = engine.create_execution_context()
+        self._stream = cuda_check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
+                                  "cudaStreamCreateWithFlags")
+        self._set_shape(self.max_shape)  # output buffers are sized for the largest input
+        for name in [self.input_name, *self.output_names]:
+            dims = tuple(self.context.get_tensor_shape(name))
+            nbytes = int(np.prod(dims)) * self.dtypes[name].itemsize
+            self._buffers[name] = _Buffer(cudart, name, self.dtypes[name], nbytes)
+            if not self.context.set_tensor_address(name, self._buffers[name].device):
+                raise U2Error(f"{self.path}: TensorRT refused the buffer of {name}")
+
+        manifest = manifest or {}
+        metadata = {k: str(v) for k, v in ((manifest.get("source_onnx") or {}).get("metadata") or {}).items()}
+        metadata.update({"tensorrt_version": str(self.env.version), "gpu": str(self.env.gpu)})
+        static_hw = self.min_shape[2:] == self.max_shape[2:]
+        self.info = ArtifactInfo(
+            path=str(self.path), backend="tensorrt", precision=str(manifest.get("precision", "unknown")),
+            device="cuda", input_size=tuple(self.max_shape[2:]) if static_hw else None,  # type: ignore[arg-type]
+            batch_range=(self.min_shape[0], self.max_shape[0]), output_names=tuple(self.output_names),
+            size_bytes=self.path.stat().st_size, metadata=metadata)
+
+    # ------------------------------------------------------------------------------ running
+
+    def _set_shape(self, shape: tuple[int, ...]) -> None:
+        if getattr(self, "_shape", None) == shape:
+            return
+        if not self.context.set_input_shape(self.input_name, shape):
+            raise U2Error(f"{self.path}: TensorRT refused input shape {shape}")
+        self._shape = shape
+
+    def _check(self, batch: np.ndarray) -> tuple[int, ...]:
+        shape = tuple(batch.shape)
+        ok = len(shape) == 4 and all(lo <= d <= hi for d, lo, hi
+                                     in zip(shape, self.min_shape, self.max_shape, strict=True))
+        if not ok:
+            raise U2Error(f"{self.path}: input {shape} is outside what the engine was built for "
+                          f"({self.min_shape} to {self.max_shape})")
+        return shape
+
+    def upload(self, batch: np.ndarray) -> None:
+        """Copy ``batch`` to the device input (converted to the engine's input type) and set its shape."""
+        shape = self._check(batch)
+        buf = self._buffers[self.input_name]
+        count = int(np.prod(shape))
+        np.copyto(buf.host[:count].reshape(shape), batch, casting="unsafe")
+        self._set_shape(shape)
+        cuda_check(self.env.cudart.cudaMemcpyAsync(
+            buf.device, buf.host_ptr, count * buf.dtype.itemsize,
+            self.env.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream), "cudaMemcpyAsync")
+
+    def enqueue(self) -> None:
+        """Queue one inference on the bound buffers (a graph replay when ``cuda_graph`` is on)."""
+        if self.cuda_graph:
+            graph = self._graphs.get(self._shape) or self._capture()
+            if graph is not None:
+                cuda_check(self.env.cudart.cudaGraphLaunch(graph, self._stream), "cudaGraphLaunch")
+                return
+        if not self.context.execute_async_v3(int(self._stream)):
+            raise U2Error(f"{self.path}: TensorRT failed to enqueue the inference")
+
+    def _capture(self) -> Any:
+        """Record one enqueue for the current shape in a CUDA graph; None (graphs off) if it can't be."""
+        cudart = self.env.cudart
+        if not self.context.execute_async_v3(int(self._stream)):  # TensorRT's shape work happens outside
+            raise U2Error(f"{self.path}: TensorRT failed to enqueue the inference")
+        cuda_check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        cuda_check(cudart.cudaStreamBeginCapture(self._stream, mode), "cudaStreamBeginCapture")
+        enqueued = self.context.execute_async_v3(int(self._stream))
+        result = cudart.cudaStreamEndCapture(self._stream)
+        if not enqueued or int(result[0]) != 0:
+            log.warning("warning: %s cannot be captured in a CUDA graph; running without", self.path.name)
+            self.cuda_graph = False
+            return None
+        graph = result[1]
+        executable = cuda_check(cudart.cudaGraphInstantiateWithFlags(graph, 0), "cudaGraphInstantiate")
+        cudart.cudaGraphDestroy(graph)
+        self._graphs[self._shape] = executable
+        return executable
+
+    def download(self) -> dict[str, np.ndarray]:
+        """Copy the outputs to the host, wait for them, and return float32 copies by name."""
+        cudart = self.env.cudart
+        shapes = {name: tuple(self.context.get_tensor_shape(name)) for name in self.output_names}
+        for name, shape in shapes.items():
+            buf = self._buffers[name]
+            cuda_check(cudart.cudaMemcpyAsync(
+                buf.host_ptr, buf.device, int(np.prod(shape)) * buf.dtype.itemsize,
+                cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream), "cudaMemcpyAsync")
+        self.synchronize()
+        return {name: self._buffers[name].host[:int(np.prod(shape))].reshape(shape).astype(np.float32)
+                for name, shape in shapes.items()}
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.upload(batch)
+        self.enqueue()
+        return self.download()
+
+    def bind(self, batch: np.ndarray) -> Callable[[], None]:
+        """Stage ``batch`` on the device once; the returned call only enqueues (what u2bench times)."""
+        self.upload(batch)
+        self.synchronize()
+        return self.enqueue
+
+    def device_timer(self) -> _CudaEvents:
+        return _CudaEvents(self.env.cudart, self._stream)
+
+    def synchronize(self) -> None:
+        if self._stream is not None:
+            cuda_check(self.env.cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+
+    def close(self) -> None:
+        cudart = getattr(getattr(self, "env", None), "cudart", None)
+        if cudart is None:
+            return
+        if self._stream is not None:
+            cudart.cudaStreamSynchronize(self._stream)
+        for graph in self._graphs.values():
+            cudart.cudaGraphExecDestroy(graph)
+        self._graphs.clear()
+        self.context = None  # the context goes before the engine, the engine before the runtime
+        self.engine = None
+        for buf in self._buffers.values():
+            buf.free()
+        self._buffers.clear()
+        if self._stream is not None:
+            cudart.cudaStreamDestroy(self._stream)
+            self._stream = None
