@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REFERENCE, needs_reference
 from u2deploy.model import DeployModel, U2Net, count_parameters
 from u2deploy.model.registry import registry
-
-from conftest import REFERENCE, needs_reference
 
 LAYOUTS = {"full": "u2net_state_dict.tsv", "small": "u2netp_state_dict.tsv"}
 GOLDEN = {"full": "u2net_golden.npz", "small": "u2netp_golden.npz"}

@@ -93,8 +93,8 @@ def test_parity_fails_when_a_delta_exceeds_its_bound(tmp_path: Path, small_onnx:
 
 @needs_ecssd
 def test_parity_catches_an_artifact_from_other_weights(tmp_path: Path, small_onnx: Path) -> None:
-    from u2deploy.model.synthetic import save_state_dict
     from u2deploy.model import U2Net
+    from u2deploy.model.synthetic import save_state_dict
 
     other = save_state_dict(U2Net("small"), tmp_path / "other.pth")
     result = _bench("parity", "--variant", "small", "--weights", str(other), "--data", str(ECSSD),

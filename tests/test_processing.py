@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import ECSSD, needs_ecssd
 from u2deploy.data import postprocess, preprocess
 from u2deploy.data.images import read_image
-
-from conftest import ECSSD, needs_ecssd
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

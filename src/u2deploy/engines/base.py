@@ -58,10 +58,10 @@ class Runner(ABC):
         """The fused probability map d0, N×1×H×W: the first output of every artifact."""
         return self.infer(batch)[self.info.output_names[0]]
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027 (optional hook: synchronous backends need nothing)
         """Wait for queued device work; a no-op on synchronous backends."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook)
         """Free sessions, engines and device memory."""
 
     def __enter__(self) -> Runner:

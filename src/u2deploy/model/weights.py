@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import U2Error
-from .network import U2Net, VARIANTS
+from .network import VARIANTS, U2Net
 from .registry import WeightsInfo, default_weights, official_for, registry
 
 _log = logging.getLogger("u2deploy")
