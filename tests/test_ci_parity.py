@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from u2deploy.model.registry import default_weights
-
 from conftest import ECSSD, needs_ecssd
+from u2deploy.model.registry import default_weights
 
 pytestmark = [needs_ecssd, pytest.mark.slow,
               pytest.mark.skipif(default_weights("small") is None, reason="the package has no demo weights")]

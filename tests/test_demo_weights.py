@@ -12,11 +12,10 @@ import json
 import pytest
 import torch
 
+from conftest import ECSSD, REFERENCE, needs_ecssd, needs_reference
 from u2deploy.model import load_model, load_state_dict
 from u2deploy.model.registry import DEMO_NAME, WEIGHTS_DIR, default_weights
 from u2deploy.model.weights import sha256_of
-
-from conftest import ECSSD, REFERENCE, needs_ecssd, needs_reference
 
 RECORD = WEIGHTS_DIR / f"{DEMO_NAME}.json"
 pytestmark = pytest.mark.skipif(not RECORD.is_file(), reason="the package has no demo weights")

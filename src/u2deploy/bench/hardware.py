@@ -1,0 +1,157 @@
+"""What a timing was measured on: a number without its CPU, GPU, driver and library versions is not a result.
+
+Everything here is read cheaply (``/proc``, ``importlib.metadata``, one ``nvidia-smi`` query), so it can
+be attached to every result. Library versions come from package metadata, so describing the machine
+never imports TensorRT or ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+              "amx_int8")
+_PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorrt", "numpy")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (empty off Linux)."""
+    try:
+        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    pairs = (line.split(":", 1) for line in block.splitlines() if ":" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _physical_cores() -> int | None:
+    """Distinct (package, core) pairs: what BLAS libraries size their thread pools by."""
+    try:
+        blocks = Path("/proc/cpuinfo").read_text().strip().split("\n\n")
+    except OSError:
+        return None
+    cores = set()
+    for block in blocks:
+        fields = dict((k.strip(), v.strip()) for k, v in
+                      (line.split(":", 1) for line in block.splitlines() if ":" in line))
+        cores.add((fields.get("physical id", "0"), fields.get("core id", fields.get("processor"))))
+    return len(cores) or None
+
+
+def _mem_total_gib() -> float | None:
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    match = re.search(r"MemTotal:\s+(\d+) kB", text)
+    return round(int(match.group(1)) / 2**20, 1) if match else None
+
+
+@cache
+def cpu() -> dict[str, Any]:
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count()
+    return {
+        "model": info.get("model name") or platform.processor() or platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "physical_cores": _physical_cores(),
+        "isa": [f for f in _ISA_FLAGS if f in flags],
+        "virtualised": "hypervisor" in flags,
+        "memory_gib": _mem_total_gib(),
+    }
+
+
+def _nvidia_smi() -> dict[str, str]:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return {}
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    first = out.strip().splitlines()[0] if out.strip() else ""
+    name, _, driver = first.partition(",")
+    return {"name": name.strip(), "driver": driver.strip()} if first else {}
+
+
+@cache
+def gpu() -> dict[str, Any] | None:
+    """The CUDA device PyTorch sees (None without one), with its driver and CUDA/cuDNN versions."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    smi = _nvidia_smi()
+    return {
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "multiprocessors": props.multi_processor_count,
+        "driver": smi.get("driver"),
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "devices_visible": torch.cuda.device_count(),
+    }
+
+
+def tf32_capable() -> bool:
+    """TF32 exists from Ampere (compute capability 8.0) on; before that the flag changes nothing."""
+    info = gpu()
+    return info is not None and int(info["compute_capability"].split(".")[0]) >= 8
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@cache
+def software() -> dict[str, Any]:
+    versions = {name: _version(name) for name in _PACKAGES}
+    return {
+        "python": platform.python_version(),
+        **{k: v for k, v in versions.items() if v is not None},
+        "os": f"{platform.system()} {platform.release()}",
+    }
+
+
+def describe(threads: int | None = None) -> dict[str, Any]:
+    """Hardware and software of this run; ``load_average`` tells a reader how contended the CPU was."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"cpu": cpu(), "threads_used": threads, "gpu": gpu(), "load_average": load, "software": software()}
+
+
+def one_line(hw: dict[str, Any]) -> str:
+    """A caption for tables and plots."""
+    c = hw["cpu"]
+    parts = [f"{c['model']} ({c['usable_cpus']} CPUs, {hw.get('threads_used') or '?'} threads used)"]
+    if hw.get("gpu"):
+        g = hw["gpu"]
+        parts.append(f"{g['name']} (driver {g.get('driver') or '?'}, CUDA {g.get('cuda_runtime')})")
+    sw = hw["software"]
+    libs = ", ".join(f"{k} {sw[k]}" for k in ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy")
+                     if k in sw)
+    parts.append(f"Python {sw['python']}, {libs}")
+    if hw.get("load_average"):
+        parts.append(f"load average {hw['load_average'][0]}")
+    return "; ".join(parts)

@@ -1,0 +1,375 @@
+"""FP32 ONNX → calibrated INT8 Q/DQ ONNX, for ONNX Runtime on x86 CPUs or for TensorRT.
+
+Both targets go through ONNX Runtime's static quantizer (``quantize_static``) with ranges from
+:mod:`.calibrate`, but want different graphs:
+
+``cpu``: ONNX Runtime fuses DequantizeLinear→op→QuantizeLinear into its integer kernels
+(QLinearConv, QLinearAdd, QLinearConcat, uint8 MaxPool and Resize). Every float island between
+two quantized convolutions costs a dequantize and a requantize pass over a full feature map, so
+the recipe quantizes every op U²-Net has (Conv, Relu, MaxPool, Resize, Concat, Add) and keeps the
+whole body in 8 bits: uint8 activations (asymmetric, so ReLU folds into the zero point) and int8
+per-channel weights, the VNNI-friendly U8S8 form. Only the head (the last 1×1 fusion conv and the
+Sigmoid) stays float.
+
+``tensorrt``: what TensorRT's explicit quantization accepts and fuses (see :mod:`.qdq_rules`):
+symmetric int8 activations and weights, per-channel weights on axis 0, float biases, a dedicated
+Q/DQ pair per consumer. Q/DQ go in front of the weighted layers (Conv) and on the residual Adds, as
+NVIDIA recommends; TensorRT propagates them through MaxPool, Resize and Concat itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .. import __version__
+from ..errors import U2Error
+from ..files import atomic_path, check_writable, human_size, write_json
+from ..validate import Comparison, compare_maps
+from . import qdq_rules
+from .cache import CacheKey, file_sha256, load_ranges, save_ranges
+from .calibrate import CalibrationStats, calibrate, method_options, to_tensors_data
+from .dataset import DEFAULT_CALIB_DIR, DEFAULT_NUM, calibration_set, input_spec
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("cpu", "tensorrt")
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                 "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QLinearConcat")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How ONNX Runtime's quantizer is driven for one target."""
+
+    target: str
+    quant_format: str  # "QDQ" or "QOperator"
+    activation_type: str  # "QUInt8" or "QInt8"
+    weight_type: str
+    per_channel: bool
+    op_types: tuple[str, ...]
+    extra_options: dict[str, object] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, object]:
+        return {"format": self.quant_format, "activations": self.activation_type, "weights": self.weight_type,
+                "per_channel": self.per_channel, "op_types": list(self.op_types)}
+
+
+RECIPES = {
+    "cpu": Recipe("cpu", "QDQ", "QUInt8", "QInt8", True,
+                  ("Conv", "Relu", "MaxPool", "Resize", "Concat", "Add"),
+                  {"ActivationSymmetric": False, "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True}),
+    "tensorrt": Recipe("tensorrt", "QDQ", "QInt8", "QInt8", True, ("Conv", "Add"),
+                       {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                        "DedicatedQDQPair": True, "QDQKeepRemovableActivations": True}),
+}
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    target: str
+    method: str
+    seconds: float
+    size_bytes: int
+    source_size_bytes: int
+    calibration: CalibrationStats | None  # None when the ranges came from the cache
+    cache: Path
+    excluded: list[str]
+    vs_fp32: Comparison
+    violations: list[qdq_rules.Violation]
+    manifest: dict[str, str]
+
+    def status_line(self) -> str:
+        calib = (f"calibrated {self.calibration.images} images in {self.calibration.seconds:.0f} s"
+                 if self.calibration else f"ranges from {self.cache}")
+        check = ("TensorRT Q/DQ rules: pass · " if self.target == "tensorrt" and not self.violations else "")
+        ratio = self.size_bytes / self.source_size_bytes
+        return (f"quantized {self.path} ({human_size(self.size_bytes)}, {ratio:.2f}× the FP32 file) in "
+                f"{self.seconds:.0f} s · int8 {self.target}, {self.method}, {calib} · {check}"
+                f"vs FP32 ONNX max|Δ| {self.vs_fp32.max_abs:.2g}, mean|Δ| {self.vs_fp32.mean_abs:.2g} · "
+                f"next: u2bench parity --candidates {self.path}")
+
+
+def load_source(path: str | Path, verb: str = "quantize") -> onnx.ModelProto:
+    """The FP32 model to quantize; one-line errors for non-ONNX, quantized or FP16 models."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx" and path.is_file():
+        raise U2Error(f"{path}: not an ONNX file (expected MODEL.onnx, as u2export onnx writes)")
+    model = qdq_rules.load_onnx(path)
+    if not model.graph.node:
+        raise U2Error(f"{path}: not an ONNX model (no graph)")
+    meta = {p.key: p.value for p in model.metadata_props}
+    quantized = [n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+    if quantized or meta.get("precision") == "int8":
+        raise U2Error(f"{path}: already quantized ({len(quantized)} {quantized[0] if quantized else 'int8'} "
+                      f"nodes); {verb} the FP32 model")
+    if meta.get("precision", "fp32") != "fp32" or any(
+            i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
+        raise U2Error(f"{path}: an FP16 model; {verb} the FP32 one")
+    return model
+
+
+def head_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes kept in float by default: those that make the outputs, and the conv that feeds each.
+
+    U²-Net's output is Sigmoid(fusion 1×1 conv): a few hundred MACs per pixel whose int8 rounding
+    shows up directly in the map, for no measurable speed.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    kept: list[str] = []
+    for out in model.graph.output:
+        node = producer.get(out.name)
+        while node is not None and node.name not in kept:
+            kept.append(node.name)
+            if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+                break
+            node = producer.get(node.input[0])
+    return kept
+
+
+def _check_excluded(model: onnx.ModelProto, names: list[str], source: Path) -> None:
+    known = {n.name for n in model.graph.node}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else " (see the node names in the sensitivity report)"
+        raise U2Error(f"--exclude {unknown[0]}: no node of that name in {source}{hint}")
+
+
+def _preprocess(source: Path, out: Path) -> None:
+    """Shape inference and ONNX Runtime's basic (standard-op) graph optimisations, as ORT advises."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    static = session.get_inputs()[0].shape[0]
+    step = static if isinstance(static, int) and static > 0 else len(x)
+    outs = []
+    for start in range(0, len(x), step):
+        chunk = x[start:start + step]
+        pad = step - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+        outs.append(session.run(None, {name: chunk})[0][:step - pad])
+    return np.concatenate(outs)
+
+
+def default_output(source: Path, target: str) -> Path:
+    return source.with_name(f"{source.stem}_int8{'_trt' if target == 'tensorrt' else ''}.onnx")
+
+
+def default_cache(source: Path) -> Path:
+    return source.with_name(f"{source.stem}.calib.json")
+
+
+def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: str | Path | None = None, *,
+                   target: str = "tensorrt", num: int | None = DEFAULT_NUM, method: str = "minmax",
+                   seed: int = 0, exclude: list[str] | tuple[str, ...] = (), keep_head_float: bool = True,
+                   cache: str | Path | None = None, recalibrate: bool = False,
+                   progress: bool = True, n_verify: int = 4, recipe: Recipe | None = None) -> QuantizeResult:
+    """The whole INT8 stage; raises :class:`U2Error` and leaves no output file when a step fails."""
+    started = time.perf_counter()
+    if target not in TARGETS:
+        raise U2Error(f"--target {target}: expected one of {', '.join(TARGETS)}")
+    options = method_options(method)
+    source = Path(onnx_path)
+    model = load_source(source)
+    spec = input_spec(model, source)
+    output = Path(output) if output is not None else default_output(source, target)
+    if output.resolve() == source.resolve():
+        raise U2Error(f"-o {output}: would overwrite the model being quantized")
+    check_writable(output)
+    cache = Path(cache) if cache is not None else default_cache(source)
+    recipe = recipe or RECIPES[target]
+    calib = calibration_set(calib_dir if calib_dir is not None else DEFAULT_CALIB_DIR, spec, num, seed)
+    key = CacheKey(model_sha256=file_sha256(source), preprocessing=spec.as_dict(), images=calib.digest,
+                   n_images=len(calib.files), method=method, options=options)
+
+    with tempfile.TemporaryDirectory(prefix="u2quant.") as tmp_dir:
+        tmp = Path(tmp_dir)
+        prepared = tmp / "prepared.onnx"
+        _preprocess(source, prepared)
+        prepared_model = onnx.load(str(prepared))
+        excluded = list(dict.fromkeys([*(head_nodes(prepared_model) if keep_head_float else []), *exclude]))
+        _check_excluded(prepared_model, list(exclude), source)
+
+        ranges = None if recalibrate else load_ranges(cache, key)
+        stats = None
+        if ranges is None:
+            batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
+            ranges, stats = calibrate(prepared, calib, method, batch, progress)
+            save_ranges(cache, key, ranges, {"skipped": [str(p) for p, _ in calib.skipped],
+                                            "seconds": round(stats.seconds, 1)})
+        else:
+            log.info("calibration ranges from %s (same model, preprocessing and images)", cache)
+        ort_cache = tmp / "ranges.json"
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        save_tensors_data(to_tensors_data(ranges, method), ort_cache)
+
+        with atomic_path(output) as out_tmp:
+            _quantize_with_ort(prepared, out_tmp, recipe, method, excluded, ort_cache)
+            quantized = onnx.load(str(out_tmp))
+            manifest = _metadata(model, recipe, method, calib.describe(), stats, excluded, key)
+            del quantized.metadata_props[:]
+            for k, v in manifest.items():
+                quantized.metadata_props.add(key=k, value=v)
+            quantized.producer_name, quantized.producer_version = "u2deploy", __version__
+            prune_opsets(quantized)
+            if target == "tensorrt":
+                dedicate_qdq_pairs(quantized)
+            violations = qdq_rules.check_qdq(quantized) if target == "tensorrt" else []
+            if violations:
+                raise U2Error(qdq_rules.report(violations, str(output), quantized).replace("\n", ";"))
+            onnx.save(quantized, str(out_tmp))
+            vs_fp32 = _verify(source, out_tmp, calib, n_verify)
+    size_bytes = output.stat().st_size
+    write_json(Path(f"{output}.json"), {
+        **manifest, "file": output.name, "size_bytes": size_bytes, "source": str(source),
+        "recipe": recipe.describe(), "excluded_nodes": excluded,
+        "calibration_cache": str(cache),
+        "calibration_peak_rss_bytes": stats.peak_rss_bytes if stats else None,
+        "verification_vs_fp32_onnx": {"max_abs": vs_fp32.max_abs, "mean_abs": vs_fp32.mean_abs,
+                                      "nonfinite": vs_fp32.nonfinite, "images": vs_fp32.n_maps},
+        "tensorrt_qdq_rules": "pass" if target == "tensorrt" else "not checked (cpu target)",
+    })
+    return QuantizeResult(path=output, target=target, method=method, seconds=time.perf_counter() - started,
+                          size_bytes=size_bytes, source_size_bytes=source.stat().st_size, calibration=stats,
+                          cache=cache, excluded=excluded, vs_fp32=vs_fp32, violations=violations,
+                          manifest=manifest)
+
+
+def _quantize_with_ort(prepared: Path, out: Path, recipe: Recipe, method: str, excluded: list[str],
+                       ort_cache: Path) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quiet = logging.getLogger()
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # ORT's "consider pre-processing" warnings: we did
+    try:
+        quantize_static(
+            str(prepared), str(out), calibration_data_reader=None,
+            quant_format=getattr(QuantFormat, recipe.quant_format),
+            op_types_to_quantize=list(recipe.op_types),
+            per_channel=recipe.per_channel, reduce_range=False,
+            activation_type=getattr(QuantType, recipe.activation_type),
+            weight_type=getattr(QuantType, recipe.weight_type), nodes_to_exclude=excluded,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[method],
+            extra_options=dict(recipe.extra_options), calibration_cache_path=str(ort_cache))
+    finally:
+        quiet.setLevel(level)
+
+
+def prune_opsets(model: onnx.ModelProto) -> None:
+    """Drop the opset imports no node uses (ORT's optimiser lists every domain it knows)."""
+    used = {n.domain for n in model.graph.node} | {""}
+    kept = [o for o in model.opset_import if o.domain in used or (o.domain == "ai.onnx" and "" in used)]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+
+
+def dedicate_qdq_pairs(model: onnx.ModelProto) -> int:
+    """Give every consumer of a shared DequantizeLinear its own Q/DQ pair; returns the pairs added.
+
+    ONNX Runtime's ``DedicatedQDQPair`` only separates the consumers it quantizes; a tensor that
+    feeds a quantized Conv and a float Concat still shares one DQ, which TensorRT cannot fuse.
+    The clones carry the same scale and zero point, so the numbers do not change.
+    """
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    added = 0
+    extra: dict[str, list[onnx.NodeProto]] = {}
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
+        users = consumers.get(dq.output[0], [])
+        if len(users) < 2:
+            continue
+        q = producer.get(dq.input[0])
+        shared_q = q is not None and q.op_type == "QuantizeLinear" and len(consumers.get(q.output[0], [])) == 1
+        for k, user in enumerate(users[1:], start=1):
+            clones = []
+            source = dq.input[0]
+            if shared_q:
+                q_clone = onnx.NodeProto()
+                q_clone.CopyFrom(q)
+                q_clone.name, q_clone.output[0] = f"{q.name}_{k}", f"{q.output[0]}_{k}"
+                clones.append(q_clone)
+                source = q_clone.output[0]
+            dq_clone = onnx.NodeProto()
+            dq_clone.CopyFrom(dq)
+            dq_clone.name, dq_clone.output[0] = f"{dq.name}_{k}", f"{dq.output[0]}_{k}"
+            dq_clone.input[0] = source
+            clones.append(dq_clone)
+            for i, name in enumerate(user.input):
+                if name == dq.output[0]:
+                    user.input[i] = dq_clone.output[0]
+            extra.setdefault(dq.name, []).extend(clones)
+            added += 1
+    ordered: list[onnx.NodeProto] = []
+    for node in graph.node:
+        ordered.append(node)
+        ordered.extend(extra.get(node.name, []))  # right after the shared DQ: still topologically sorted
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return added
+
+
+def _metadata(model: onnx.ModelProto, recipe: Recipe, method: str, calib: dict[str, object],
+              stats: CalibrationStats | None, excluded: list[str], key: CacheKey) -> dict[str, str]:
+    meta = {p.key: p.value for p in model.metadata_props}
+    used = stats.images if stats else calib["images"]
+    return {**meta, "precision": "int8", "quant_target": recipe.target,
+            "quant_format": f"{recipe.quant_format} {recipe.activation_type[1:].lower()} activations, "
+                            f"{recipe.weight_type[1:].lower()} "
+                            f"{'per-channel' if recipe.per_channel else 'per-tensor'} weights",
+            "calibration": f"method={method},images={used},seed={calib['seed']},folder={calib['folder']}",
+            "calibration_images_sha256": str(calib["list_sha256"]),
+            "float_nodes": ",".join(excluded), "source_sha256": key.model_sha256,
+            "quantizer": "onnxruntime.quantization.quantize_static", "u2deploy_version": __version__}
+
+
+def _verify(source: Path, quantized: Path, calib, n: int) -> Comparison:
+    """The quantized model against the FP32 ONNX on a few calibration images: it loads, runs, stays finite."""
+    from ..data import preprocess
+    from ..data.images import read_image
+
+    images = []
+    for path in calib.files[:: max(1, len(calib.files) // n)]:
+        try:
+            images.append(read_image(path))
+        except U2Error:
+            continue
+        if len(images) == n:
+            break
+    x = preprocess.fast(images, calib.spec.size, calib.spec.mean, calib.spec.std)
+    comparison = compare_maps(_run(quantized, x), _run(source, x))
+    if comparison.nonfinite:
+        raise U2Error(f"{quantized.name}: the quantized model outputs {comparison.nonfinite} NaN/Inf values; "
+                      "nothing written")
+    return comparison
+
+
+def quantize(onnx_path: Path, calib_dir: Path, output: Path, target: str = "tensorrt", **options) -> Path:
+    """The INT8 stage as the TensorRT builder calls it: the path of the quantized ONNX."""
+    return quantize_model(onnx_path, calib_dir, output, target=target, **options).path
