@@ -21,12 +21,12 @@ from u2deploy.bench.evaluate import (
     format_table,
     read_map,
     report,
-    write_json,
 )
 from u2deploy.bench.metrics import BETA2, SODAccumulator
 from u2deploy.bench.plots import PRCurve, plot_pr_curves
 from u2deploy.cli.bench import app
 from u2deploy.errors import U2Error
+from u2deploy.files import write_json
 
 ECSSD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "ECSSD"
 needs_ecssd = pytest.mark.skipif(not (ECSSD / "masks").is_dir(), reason=f"ECSSD not found at {ECSSD}")
@@ -137,6 +137,7 @@ def test_json_schema_and_atomic_write(tmp_path, synthetic):
     result = evaluate_folder(pred, gt)
     other = Evaluation(dataset="truth", artifact="model.onnx", metrics=result.metrics, backend="onnxruntime",
                        precision="fp16")
+    (tmp_path / "new").mkdir()
     out = write_json(tmp_path / "new" / "eval.json", report([result, other]))
     doc = json.loads(out.read_text())
     assert list(doc) == ["dataset", "n", "results"] and doc["dataset"] == "truth" and doc["n"] == 6

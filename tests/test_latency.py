@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from u2deploy.bench import latency
 from u2deploy.bench.latency import LatencyOptions, Stats, Step, format_ms, percentile, time_step
-from u2deploy.bench.report import write_json
 from u2deploy.cli.bench import app
 from u2deploy.errors import U2Error
+from u2deploy.files import write_json
 from u2deploy.model import DeployModel, U2Net
 
 SIZE = 64
@@ -136,7 +136,8 @@ def test_full_model_without_weights_is_timed_on_random_ones() -> None:
 
 
 def test_json_is_written_atomically(tmp_path: Path) -> None:
-    out = write_json({"a": 1}, tmp_path / "sub" / "r.json")
+    (tmp_path / "sub").mkdir()
+    out = write_json(tmp_path / "sub" / "r.json", {"a": 1})
     assert json.loads(out.read_text()) == {"a": 1}
     assert [p.name for p in out.parent.iterdir()] == ["r.json"]
 

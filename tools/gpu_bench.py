@@ -27,7 +27,8 @@ import torch  # noqa: E402
 
 from u2deploy.bench import claims  # noqa: E402
 from u2deploy.bench.latency import LatencyOptions, run_latency  # noqa: E402
-from u2deploy.bench.report import latency_text, write_json  # noqa: E402
+from u2deploy.bench.report import latency_text  # noqa: E402
+from u2deploy.files import write_json  # noqa: E402
 
 log = logging.getLogger("gpu_bench")
 # (precision, tf32): TF32 matters only for FP32 convolutions.
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                   and r["options"]["tf32"] is not False]
     report = claims.check(size=(args.size, args.size), measured=fp32_eager, local=local)
     print("\n" + claims.render(report))
-    write_json({"results": results, "claims": report, "skipped": skipped,
-                "seconds": round(time.perf_counter() - started, 1)}, args.out)
+    write_json(args.out, {"results": results, "claims": report, "skipped": skipped,
+                          "seconds": round(time.perf_counter() - started, 1)})
     print(f"\nresults: {args.out} ({time.perf_counter() - started:.0f} s; skipped: {skipped or 'none'})")
     return 0
 

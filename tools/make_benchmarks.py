@@ -31,7 +31,8 @@ import torch
 from u2deploy.bench import claims
 from u2deploy.bench.hardware import one_line
 from u2deploy.bench.latency import LatencyOptions, default_threads, format_ms, parse_batches, run_latency
-from u2deploy.bench.report import label, markdown_table, write_json
+from u2deploy.bench.report import label, markdown_table
+from u2deploy.files import write_json
 from u2deploy.model.registry import default_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python tools/make_benchmarks.py", *(sys.argv[1:] if argv is None else argv)])
     text = render(results, checks, claims.render(claims_report) if claims_report else None,
                   gpu_section(args.gpu_json), command)
-    write_json({"cpu": results, "crosscheck": checks, "claims": claims_report, "claims_runs": claims_results},
-               args.out.with_suffix(".json"))
+    write_json(args.out.with_suffix(".json"),
+               {"cpu": results, "crosscheck": checks, "claims": claims_report, "claims_runs": claims_results})
     tmp_md = args.out.with_suffix(".md.tmp")
     tmp_md.write_text(text)
     tmp_md.replace(args.out)

@@ -36,9 +36,11 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_json(path: str | Path, data: Any) -> None:
+def write_json(path: str | Path, data: Any) -> Path:
+    """JSON written atomically; values JSON cannot hold (paths, enums) are written as strings."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return Path(path)
 
 
 def check_writable(path: str | Path) -> None:

@@ -11,10 +11,7 @@ stages share::
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -158,23 +155,6 @@ def report(evaluations: Sequence[Evaluation], dataset: str | None = None) -> dic
     return {"dataset": dataset or evaluations[0].dataset, "n": evaluations[0].n,
             "results": [e.entry() for e in evaluations]}
 
-
-def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Writes via a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def format_table(evaluations: Sequence[Evaluation]) -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,21 +75,6 @@ def latency_text(results: Sequence[dict[str, Any]]) -> str:
     parts.append(f"on: {one_line(first['hardware'])}")
     return "\n\n".join(parts)
 
-
-def write_json(data: Any, path: str | Path) -> Path:
-    """Write through a temporary file in the same folder and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def plot_latency(results: Sequence[dict[str, Any]], path: str | Path) -> Path:

@@ -31,8 +31,9 @@ def eval_command(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes that score maps.")] = 1,
 ) -> None:
     """Score a folder of saliency maps: maxFβ, MAE, weighted Fβ, S-measure, relaxed boundary Fβ."""
-    from ..bench.evaluate import evaluate_folder, format_table, report, write_json
+    from ..bench.evaluate import evaluate_folder, format_table, report
     from ..bench.plots import check_plot_path, plot_pr_curves
+    from ..files import write_json
 
     if plot is not None:
         check_plot_path(plot)
@@ -77,7 +78,8 @@ def latency_command(
     """Latency (p50/p90/p99, mean ± std), throughput and peak memory of one or more artifacts."""
     from ..bench import claims as claims_check
     from ..bench.latency import LatencyOptions, parse_batches, parse_size, run_latency
-    from ..bench.report import latency_text, plot_latency, write_json
+    from ..bench.report import latency_text, plot_latency
+    from ..files import write_json
 
     opts = LatencyOptions(
         backend=backend, device=device, precision=precision, batches=parse_batches(batch),
@@ -92,7 +94,7 @@ def latency_command(
         check = claims_check.check(size=size_hw, measured=results, local=local)
         typer.echo("\n" + claims_check.render(check))
     if json_out is not None:
-        typer.echo(f"results: {write_json(results[0] if len(results) == 1 else results, json_out)}")
+        typer.echo(f"results: {write_json(json_out, results[0] if len(results) == 1 else results)}")
     if plot is not None:
         typer.echo(f"plot: {plot_latency(results, plot)}")
 
@@ -114,7 +116,7 @@ def claims_command(
     """The paper's 30/40 FPS next to FLOPs, bytes, roofline floors and a measurement on this machine."""
     from ..bench import claims as claims_check
     from ..bench.latency import LatencyOptions, parse_size
-    from ..bench.report import write_json
+    from ..files import write_json
 
     size_hw = parse_size(size)
     opts = LatencyOptions(device=device, weights=weights, threads=threads, warmup_s=warmup_s,
@@ -122,7 +124,7 @@ def claims_command(
     report, _ = claims_check.run(size_hw, measure, opts)  # type: ignore[arg-type]
     typer.echo(claims_check.render(report))
     if json_out is not None:
-        typer.echo(f"results: {write_json(report, json_out)}")
+        typer.echo(f"results: {write_json(json_out, report)}")
 
 
 def _parse_hw(size: str | None) -> tuple[int, int] | None:
