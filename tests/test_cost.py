@@ -49,6 +49,7 @@ def test_byte_floor_follows_the_stated_model() -> None:
     # 11 residual adds, 6 side convolutions and the fusing 1×1 conv; concatenations are free.
     assert fp32.materialised_tensors == 112 + 33 + 38 + 11 + 7
     assert fp16.min_bytes * 2 == fp32.min_bytes
+    assert fp32.at_precision("int8") == count_cost("small", (320, 320), precision="int8")
     assert fp32.other_flops["relu"] == fp32.other_flops["batchnorm"] // 2
     assert fp32.total_flops > fp32.conv_flops
 

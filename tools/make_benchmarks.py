@@ -136,11 +136,16 @@ def _table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     return [[label(r), str(r["batch"]), "x".join(map(str, r["size"])), str(r["latency_ms"]["n"]),
              format_ms(r["latency_ms"]["p50"], 50), format_ms(r["latency_ms"]["p90"], 90),
              f"{r['fps']:.2f}", f"{r['throughput_ips']:.2f}", format_ms(r["cpu_time_ms"]["p50"]),
-             f"{r['memory']['host_peak_rss_mib']:.0f}"] for r in results]
+             f"{r['memory']['host_peak_rss_mib']:.0f}", _load(r)] for r in results]
+
+
+def _load(result: dict[str, Any]) -> str:
+    load = result["hardware"].get("load_average")
+    return f"{load[0]:.1f}" if load else "?"
 
 
 HEADER = ("artifact", "batch", "size", "runs", "p50 ms", "p90 ms", "FPS (batches/s)", "images/s",
-          "CPU-time p50 ms", "peak RSS MiB")
+          "CPU-time p50 ms", "peak RSS MiB", "load")
 
 
 def gpu_section(gpu_json: Path | None) -> str:
@@ -187,7 +192,8 @@ def render(results: list[dict[str, Any]], checks: list[dict[str, Any]], claims_t
         f"Timed: model inference only ({first['timed']} for PyTorch; `session.run` on a host array "
         "for ONNX Runtime), warm-up excluded, each call synchronised; percentiles are nearest-rank and "
         "shown only with enough runs (p90 ≥ 10, p99 ≥ 100). FPS = 1000 / mean latency of one batch; "
-        "images/s = batch × FPS. "
+        "images/s = batch × FPS. `load`: the 1-minute load average when the row finished (2 cores: above "
+        "2 the run shared its cores). "
         f"Peak RSS: {first['memory']['host_method']}. Weights: {first.get('weights')}.",
         "",
         "**Conditions.** This is a shared 2-core VM on which other jobs were running (the load average at "

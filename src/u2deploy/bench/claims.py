@@ -125,8 +125,7 @@ def floor(cost: Cost, ceiling: Ceiling, precision: str) -> Floor | None:
     rate = ceiling.flops.get(precision)
     if rate is None:
         return None
-    byte_cost = cost if cost.precision == _storage(precision) else count_cost(
-        cost.variant, cost.size, cost.batch, _storage(precision))
+    byte_cost = cost.at_precision(_storage(precision))
     compute = cost.total_flops / rate
     memory = byte_cost.min_bytes / ceiling.bandwidth
     return Floor(1e3 * max(compute, memory), "compute" if compute >= memory else "memory")

@@ -22,7 +22,7 @@ Bytes (a floor, under a stated model of execution)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -118,6 +118,17 @@ class Cost:
     def intensity(self) -> float:
         """FLOPs per byte moved: compared with a device's FLOP/s ÷ B/s, it says which ceiling binds."""
         return self.total_flops / self.min_bytes
+
+    def at_precision(self, precision: str) -> Cost:
+        """The same pass with every tensor stored at another width (FLOPs unchanged)."""
+        old, new = BYTES_PER_ELEMENT[self.precision], BYTES_PER_ELEMENT[precision]
+
+        def scale(n: int) -> int:  # exact: every byte count is a multiple of ``old``
+            return n * new // old
+
+        return replace(self, precision=precision, weight_bytes=scale(self.weight_bytes),
+                       input_bytes=scale(self.input_bytes), output_bytes=scale(self.output_bytes),
+                       activation_bytes=scale(self.activation_bytes))
 
     def as_dict(self) -> dict[str, Any]:
         return {
