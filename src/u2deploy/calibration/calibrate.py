@@ -28,7 +28,7 @@ from .dataset import CalibrationSet
 log = logging.getLogger(__name__)
 
 METHODS = ("minmax", "entropy", "percentile")
-CHUNK_IMAGES = 4  # intermediate tensors held at once: one chunk's (the full model: ~0.4 GB per image at 320²)
+CHUNK_IMAGES = 2  # intermediate tensors held at once: one chunk's (full model at 320²: ~0.7 GB per image)
 
 
 def method_options(method: str) -> dict[str, object]:
