@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from u2deploy.calibration.cache import CacheKey, file_sha256, load_ranges, save_ranges
+from u2deploy.calibration.cache import CacheKey, load_ranges, save_ranges
 from u2deploy.calibration.dataset import DEFAULT_NUM, InputSpec, calibration_set, list_digest, sample_images
 from u2deploy.errors import U2Error
+from u2deploy.files import sha256_of as file_sha256
 
 SPEC = InputSpec((32, 48), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "input")
 

@@ -9,7 +9,6 @@ never silently reused or overwritten.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,14 +19,6 @@ from ..files import write_json
 
 FORMAT = "u2deploy-calibration-cache/1"
 Ranges = dict[str, tuple[float, float]]  # tensor name -> (lowest, highest)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

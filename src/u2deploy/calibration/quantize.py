@@ -32,11 +32,13 @@ import numpy as np
 import onnx
 
 from .. import __version__
+from ..engines.ort import cpu_session, run_first_output
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
+from ..files import sha256_of as file_sha256
 from ..validate import Comparison, compare_maps
 from . import qdq_rules
-from .cache import CacheKey, file_sha256, load_ranges, save_ranges
+from .cache import CacheKey, load_ranges, save_ranges
 from .calibrate import CalibrationStats, calibrate, method_options, to_tensors_data
 from .dataset import DEFAULT_CALIB_DIR, DEFAULT_NUM, calibration_set, input_spec
 
@@ -156,22 +158,7 @@ def _preprocess(source: Path, out: Path) -> None:
 
 
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    static = session.get_inputs()[0].shape[0]
-    step = static if isinstance(static, int) and static > 0 else len(x)
-    outs = []
-    for start in range(0, len(x), step):
-        chunk = x[start:start + step]
-        pad = step - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-        outs.append(session.run(None, {name: chunk})[0][:step - pad])
-    return np.concatenate(outs)
+    return run_first_output(cpu_session(path), x)
 
 
 def default_output(source: Path, target: str) -> Path:

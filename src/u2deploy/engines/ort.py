@@ -70,3 +70,27 @@ class OnnxRuntimeRunner(Runner):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
+
+
+def cpu_session(path: str | Path):
+    """A quiet CPU session: what the export and precision stages verify their graphs with."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_first_output(session, x: np.ndarray, batch: int | None = None) -> np.ndarray:
+    """The first output for every row of ``x``; a static-batch model runs in chunks of its batch, padded."""
+    inp = session.get_inputs()[0]
+    static = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+    step = batch or static or len(x)
+    outs = []
+    for start in range(0, len(x), step):
+        chunk = x[start:start + step]
+        pad = step - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+        outs.append(np.asarray(session.run(None, {inp.name: chunk})[0], dtype=np.float32)[:step - pad])
+    return np.concatenate(outs)

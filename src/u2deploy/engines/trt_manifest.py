@@ -9,7 +9,6 @@ to rebuild, and fill :class:`~u2deploy.engines.base.ArtifactInfo` with what the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import U2Error
+from ..files import sha256_of as sha256_file
 from .trt_compat import GpuInfo, TrtVersion, parse_cc
 
 KIND = "u2deploy.tensorrt-engine"
@@ -26,14 +26,6 @@ SCHEMA = 1
 def manifest_path(engine: str | Path) -> Path:
     engine = Path(engine)
     return engine.with_name(engine.name + ".json")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes | memoryview | Any) -> None:

@@ -28,6 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
+from ..engines.ort import run_first_output
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
 from ..validate import Comparison, compare_maps
@@ -255,20 +256,6 @@ def _session(model: onnx.ModelProto | Path, optimise: bool = True):
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-def run_maps(session, x: np.ndarray) -> np.ndarray:
-    """d0 for every row of ``x``, in the session's static batch (or all at once)."""
-    inp = session.get_inputs()[0]
-    step = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else len(x)
-    outs = []
-    for start in range(0, len(x), step):
-        chunk = x[start:start + step]
-        pad = step - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-        outs.append(np.asarray(session.run(None, {inp.name: chunk})[0], dtype=np.float32)[:step - pad])
-    return np.concatenate(outs)
-
-
 def _load_fp32(path: Path) -> onnx.ModelProto:
     from ..calibration.quantize import load_source
 
@@ -317,9 +304,9 @@ def convert_fp16_model(onnx_path: str | Path, output: str | Path | None = None, 
     for k, v in manifest.items():
         half.metadata_props.add(key=k, value=v)
     half.producer_name, half.producer_version = "u2deploy", __version__
-    reference = run_maps(_session(source), x)
+    reference = run_first_output(_session(source), x)
     emulation = _session(emulation_model(model, fp32_nodes), optimise=False)
-    emulated = compare_maps(run_maps(emulation, x), reference)
+    emulated = compare_maps(run_first_output(emulation, x), reference)
     with atomic_path(output) as tmp:
         onnx.save(half, str(tmp))
         try:
@@ -327,7 +314,7 @@ def convert_fp16_model(onnx_path: str | Path, output: str | Path | None = None, 
         except onnx.checker.ValidationError as exc:
             first = str(exc).splitlines()[0]
             raise U2Error(f"{output}: the FP16 graph fails onnx.checker ({first})") from None
-        ort_cpu = compare_maps(run_maps(_session(tmp), x), reference)
+        ort_cpu = compare_maps(run_first_output(_session(tmp), x), reference)
         if ort_cpu.nonfinite or emulated.nonfinite:
             bad = max(ort_cpu.nonfinite, emulated.nonfinite)
             raise U2Error(f"{output}: FP16 outputs hold {bad} NaN/Inf values; nothing written")

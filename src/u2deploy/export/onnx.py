@@ -24,6 +24,7 @@ import torch
 from .. import __version__
 from ..data import preprocess
 from ..data.samples import verification_images
+from ..engines.ort import cpu_session, run_first_output
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, write_json
 from ..model.deploy import DeployModel
@@ -69,27 +70,6 @@ def check_opset(opset: int) -> None:
 def _dynamic_axes(names: Sequence[str], batch: bool, hw: bool) -> dict[str, dict[int, str]] | None:
     axes = ({0: "batch"} if batch else {}) | ({2: "height", 3: "width"} if hw else {})
     return {name: dict(axes) for name in (INPUT_NAME, *names)} if axes else None
-
-
-def _session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _run_onnx(session, x: np.ndarray, batch: int | None) -> np.ndarray:
-    """d0 for every row of ``x``; a static-batch model runs in chunks of its batch, padded."""
-    step = batch or len(x)
-    outs = []
-    for start in range(0, len(x), step):
-        chunk = x[start:start + step]
-        pad = step - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-        outs.append(session.run(None, {INPUT_NAME: chunk})[0][:step - pad])
-    return np.concatenate(outs)
 
 
 def _torch_d0(model: DeployModel, x: np.ndarray) -> np.ndarray:
@@ -160,10 +140,11 @@ def export_onnx(variant: str | None = "small", weights: str | Path | None = None
         graph.producer_name, graph.producer_version = "u2deploy", __version__
         onnx.save(graph, str(tmp))
 
-        session = _session(tmp)
+        session = cpu_session(tmp)
         reference = _torch_d0(model, x)
+        static_batch = None if dynamic_batch else batch
         checks = [(f"{len(x)} images at {size[0]}×{size[1]}",
-                   compare_maps(_run_onnx(session, x, None if dynamic_batch else batch), reference, fp32.max_abs))]
+                   compare_maps(run_first_output(session, x, static_batch), reference, fp32.max_abs))]
         if dynamic_batch:
             for b in (1, min(16, len(x))):
                 checks.append((f"batch {b}", compare_maps(session.run(None, {INPUT_NAME: x[:b]})[0],
@@ -171,7 +152,7 @@ def export_onnx(variant: str | None = "small", weights: str | Path | None = None
         if dynamic_hw:
             for other in ((size[0] * 3 // 4 + 5, size[1] * 5 // 4 + 3), (size[0] + 13, size[1] - 7)):
                 xo = preprocess.fast(images[:2], other, loaded.info.mean, loaded.info.std)
-                got = _run_onnx(session, xo, None if dynamic_batch else batch)
+                got = run_first_output(session, xo, None if dynamic_batch else batch)
                 checks.append((f"{other[0]}×{other[1]}", compare_maps(got, _torch_d0(model, xo), fp32.max_abs)))
         failed = [(what, c) for what, c in checks if not c.passed]
         if failed:
@@ -204,13 +185,13 @@ def _simplify(graph: onnx.ModelProto, tmp: Path, x: np.ndarray, batch: int | Non
     """onnxsim, then the simplified graph checked against the exported one on the same inputs."""
     import onnxsim
 
-    before = _run_onnx(_session(tmp), x, batch)
+    before = run_first_output(cpu_session(tmp), x, batch)
     simplified, ok = onnxsim.simplify(graph)
     if not ok:
         raise U2Error(f"{tmp.name}: onnxsim could not validate the simplified graph; try --no-simplify")
     _check(simplified, tmp)
     onnx.save(simplified, str(tmp))
-    check = compare_maps(_run_onnx(_session(tmp), x, batch), before, atol)
+    check = compare_maps(run_first_output(cpu_session(tmp), x, batch), before, atol)
     if not check.passed:
         raise U2Error(f"simplified graph disagrees with the exported one: {check.summary()}; try --no-simplify")
     return simplified, check

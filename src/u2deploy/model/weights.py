@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import zipfile
@@ -12,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import U2Error
+from ..files import sha256_of
 from .network import VARIANTS, U2Net
 from .registry import WeightsInfo, default_weights, official_for, registry
 
@@ -22,14 +22,6 @@ _VARIANT_NAMES = {"full": "the full model (u2net)", "small": "the small model (u
 # Stage 6's input convolution has 512 output channels in the full model and 64 in the small one.
 _PROBE_KEY = "stage6.rebnconvin.conv_s1.weight"
 _PROBE_CHANNELS = {512: "full", 64: "small"}
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
