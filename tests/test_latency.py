@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from u2deploy.bench import latency
+from u2deploy.bench import latency, paired
 from u2deploy.bench.latency import LatencyOptions, Stats, Step, format_ms, percentile, time_step
 from u2deploy.cli.bench import app
 from u2deploy.errors import U2Error
@@ -33,15 +33,18 @@ def small_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _export_random_small(path: Path, size: int) -> Path:
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("onnx") / "small64.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(DeployModel(U2Net("small")).eval(), torch.zeros(1, 3, SIZE, SIZE), str(path),
+        torch.onnx.export(DeployModel(U2Net("small")).eval(), torch.zeros(1, 3, size, size), str(path),
                           dynamo=False, opset_version=17, input_names=["input"], output_names=["saliency"])
     return path
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export_random_small(tmp_path_factory.mktemp("onnx") / "small64.onnx", SIZE)
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -195,3 +198,69 @@ def test_end_to_end_times_each_stage(tmp_path: Path, small_weights: Path) -> Non
     assert result["mode"] == "end-to-end"
     assert set(result["stages_ms"]) == {"decode", "preprocess", "infer", "postprocess"}
     assert all(v > 0 for v in result["stages_ms"].values())
+
+
+# ------------------------------------------------------------------------------------------ paired mode
+
+def test_paired_rounds_alternate_and_ratios_are_per_round() -> None:
+    clock = FakeClock()
+    order: list[str] = []
+
+    def step(name: str, ms: float) -> Step:
+        def call() -> None:
+            order.append(name)
+            clock.now += ms / 1e3
+        return Step(call, name)
+
+    steps = [(step("a", 2.0), lambda: None), (step("b", 6.0), lambda: None)]
+    times, duration = paired.interleave(steps, k=2, min_time_s=0.0, clock=clock)
+    assert times[0] == pytest.approx([2.0] * 5) and times[1] == pytest.approx([6.0] * 5)
+    assert order[:8] == list("aabbbbaa")  # the order reverses every other round
+    assert duration == pytest.approx(0.08)
+    times, _ = paired.interleave(steps, k=2, min_time_s=0.1, clock=clock)
+    assert len(times[0]) == 7  # 16 ms rounds until 0.1 s have passed
+    assert paired.calls_per_round([5.0, 20.0]) == 15 and paired.calls_per_round([1000.0]) == 1
+
+
+def test_paired_same_model_twice(small_onnx: Path) -> None:
+    opts = LatencyOptions(warmup_s=0.05, min_time_s=0.0, threads=1)
+    base, other = paired.run_paired([str(small_onnx), str(small_onnx)], opts, round_s=0.02)
+    assert base["ratio"] == base["ratio_min"] == base["ratio_max"] == 1.0
+    assert 0.5 < other["ratio_min"] <= other["ratio"] <= other["ratio_max"] < 2.0
+    for r in (base, other):
+        assert r["mode"] == "paired" and r["baseline"] == str(small_onnx) and r["backend"] == "onnxruntime"
+        assert r["rounds"] == len(r["round_ms"]) == paired.MIN_ROUNDS and r["calls_per_round"] >= 1
+        assert r["threads"] == 1 and r["size"] == [SIZE, SIZE] and r["batch"] == 1 and r["median_ms"] > 0
+        assert {"load_average_start", "load_average_end", "hardware", "duration_s"} <= r.keys()
+
+
+def test_paired_refusals(tmp_path: Path, small_onnx: Path) -> None:
+    opts = LatencyOptions(warmup_s=0.0, min_time_s=0.0)
+    with pytest.raises(U2Error, match="at least two"):
+        paired.run_paired([str(small_onnx)], opts)
+    with pytest.raises(U2Error, match="--end-to-end"):
+        paired.run_paired([str(small_onnx)] * 2, LatencyOptions(end_to_end=True))
+    small32 = _export_random_small(tmp_path / "small32.onnx", 32)
+    with pytest.raises(U2Error, match="one input size") as err:
+        paired.run_paired([str(small_onnx), str(small32)], opts)
+    assert "\n" not in str(err.value)
+
+
+def test_paired_cli(tmp_path: Path, small_onnx: Path) -> None:
+    out = tmp_path / "paired.json"
+    model = ["--model", str(small_onnx)]
+    res = CliRunner().invoke(app, ["latency", *model, *model, "--paired", "--threads", "1", "--warmup-s", "0.05",
+                                   "--min-time-s", "0", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].split()[:3] == ["artifact", "median", "ms"]
+    first, second = (line for line in lines if line.startswith(small_onnx.name))
+    assert " 1.000× " in first and first.rstrip().endswith(" 5")
+    assert 0.5 < float(second.split("×")[0].split()[-1]) < 2.0
+    assert any(line.startswith("baseline: small64.onnx") and "threads 1" in line and "load average" in line
+               for line in lines)
+    assert [r["ratio"] for r in json.loads(out.read_text())][0] == 1.0
+    for extra in (["--end-to-end"], ["--plot", str(tmp_path / "p.png")], ["--batch", "1,2"], []):
+        models = model if not extra else model * 2
+        res = CliRunner().invoke(app, ["latency", *models, "--paired", *extra])
+        assert isinstance(res.exception, U2Error) and res.exit_code == 1, (extra, res.output)

@@ -538,6 +538,14 @@ def _variant_of(runner: Runner, artifact: str) -> str | None:
     return _TORCH_VARIANTS.get(artifact) or runner.info.metadata.get("variant") or None
 
 
+def result_header(runner: Runner, artifact: str, notes: dict[str, Any], batch_size: int, size: tuple[int, int],
+                  mode: str, step: Step) -> dict[str, Any]:
+    """What was timed: the first fields of every latency result, sequential or paired."""
+    return {"model": artifact, "variant": _variant_of(runner, artifact), **notes, "device": runner.info.device,
+            "precision": runner.info.precision, "batch": batch_size, "size": list(size), "mode": mode,
+            "timed": step.covers}
+
+
 def measure_runner(runner: Runner, artifact: str, notes: dict[str, Any], opts: LatencyOptions,
                    batch_size: int, size: tuple[int, int], tf32: bool | None) -> dict[str, Any]:
     """One result: ``batch_size`` images at ``size`` through an open runner."""
@@ -556,15 +564,8 @@ def measure_runner(runner: Runner, artifact: str, notes: dict[str, Any], opts: L
     device = Stats.of(samples.device_ms) if samples.device_ms else None
     on_cuda = runner.info.device == "cuda"
     return {
-        "model": artifact,
-        "variant": _variant_of(runner, artifact),
-        **notes,
-        "device": runner.info.device,
-        "precision": runner.info.precision,
-        "batch": batch_size,
-        "size": list(size),
-        "mode": "end-to-end" if opts.end_to_end else "model",
-        "timed": step.covers,
+        **result_header(runner, artifact, notes, batch_size, size, "end-to-end" if opts.end_to_end else "model",
+                        step),
         "options": {"channels_last": opts.channels_last, "cuda_graphs": opts.cuda_graphs,
                     "compile": opts.compile, "tf32": tf32 if on_cuda and is_torch else None,
                     "tf32_applies": hardware.tf32_capable() if on_cuda else False},

@@ -76,6 +76,25 @@ def latency_text(results: Sequence[dict[str, Any]]) -> str:
     return "\n\n".join(parts)
 
 
+PAIRED_HEADER = ("artifact", "median ms", "vs first", "spread", "rounds")
+
+
+def paired_text(results: Sequence[dict[str, Any]]) -> str:
+    """The ``--paired`` report: each artifact's time relative to the first, then the run's conditions."""
+    rows = [[label(r), format_ms(r["median_ms"]), f"{r['ratio']:.3f}×",
+             f"{r['ratio_min']:.3f}–{r['ratio_max']:.3f}×", str(r["rounds"])] for r in results]
+    first = results[0]
+    k = first["calls_per_round"]
+
+    def load(key: str) -> str:
+        return f"{first[key][0]:.2f}" if first.get(key) else "?"
+
+    footer = (f"baseline: {label(first)}; threads {first['threads']}; size {'x'.join(map(str, first['size']))}, "
+              f"batch {first['batch']}; {k} call{'s' if k != 1 else ''} per model per round; "
+              f"load average {load('load_average_start')} → {load('load_average_end')}")
+    return text_table(PAIRED_HEADER, rows) + "\n" + footer
+
+
 
 def plot_latency(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Grouped bars: one group per batch size, one bar per artifact; bar = p50, whisker up to p90."""

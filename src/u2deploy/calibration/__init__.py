@@ -2,7 +2,8 @@
 
 Modules: :mod:`.dataset` (seeded sample, inference preprocessing), :mod:`.calibrate` (streamed
 ranges), :mod:`.cache` (ranges keyed by model, preprocessing and images), :mod:`.quantize` (the
-stage), :mod:`.qdq_rules` (TensorRT explicit-quantization checker), :mod:`.sensitivity`.
+stage), :mod:`.rewrites` (exact graph rewrites for ONNX Runtime's fast x86 kernels), :mod:`.qdq_rules`
+(TensorRT explicit-quantization checker), :mod:`.sensitivity`.
 """
 
 from .dataset import DEFAULT_CALIB_DIR, DEFAULT_NUM, sample_images

@@ -74,11 +74,15 @@ def latency_command(
     tf32: Annotated[bool | None, typer.Option(
         "--tf32/--no-tf32", help="PyTorch CUDA: cuDNN convolutions in TF32 (default: on).")] = None,
     claims: Annotated[bool, typer.Option("--claims", help="Also print the paper-claims check.")] = False,
+    paired: Annotated[bool, typer.Option(
+        "--paired", help="Alternate the models in short rounds and print each one's time relative to the first "
+                         "(ratios from one run, robust to a noisy machine).")] = False,
 ) -> None:
     """Latency (p50/p90/p99, mean ± std), throughput and peak memory of one or more artifacts."""
     from ..bench import claims as claims_check
     from ..bench.latency import LatencyOptions, parse_batches, parse_size, run_latency
-    from ..bench.report import latency_text, plot_latency
+    from ..bench.report import latency_text, paired_text, plot_latency
+    from ..errors import U2Error
     from ..files import write_json
 
     opts = LatencyOptions(
@@ -86,6 +90,16 @@ def latency_command(
         size=parse_size(size), weights=weights, warmup_s=warmup_s, min_time_s=min_time_s, min_iters=min_iters,
         threads=threads, end_to_end=end_to_end, images=images, channels_last=channels_last,
         cuda_graphs=cuda_graphs, compile=compile_, tf32=tf32)
+    if paired:
+        from ..bench.paired import run_paired
+
+        if plot is not None or claims:
+            raise U2Error("--paired prints ratios only; drop --plot and --claims")
+        results = run_paired(models, opts)
+        typer.echo(paired_text(results))
+        if json_out is not None:
+            typer.echo(f"results: {write_json(json_out, results)}")
+        return
     results = run_latency(models, opts)
     typer.echo(latency_text(results))
     if claims:
