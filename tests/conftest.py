@@ -55,6 +55,33 @@ def small_onnx(tmp_path_factory: pytest.TempPathFactory, small_weights: Path) ->
     return export_onnx("small", small_weights, out, size=(64, 64), dynamic_batch=True, n_verify=4).path
 
 
+@pytest.fixture(scope="session")
+def random_small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """U²-Net† with random weights and re-estimated BatchNorm statistics, exported at 64×64."""
+    from u2deploy.data import preprocess
+    from u2deploy.data.samples import generated_images
+    from u2deploy.export.onnx import export_onnx
+    from u2deploy.model.synthetic import random_calibrated, save_state_dict
+
+    folder = tmp_path_factory.mktemp("model")
+    batches = [preprocess.fast(generated_images(4, seed=s, size=(64, 64)), (64, 64)) for s in range(2)]
+    weights = save_state_dict(random_calibrated("small", batches), folder / "random_small.pth")
+    return export_onnx("small", weights, folder / "small64.onnx", size=(64, 64), n_verify=2).path
+
+
+@pytest.fixture(scope="session")
+def calib_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six generated images (80×96): a calibration folder that needs no dataset."""
+    from PIL import Image
+
+    from u2deploy.data.samples import generated_images
+
+    folder = tmp_path_factory.mktemp("calib")
+    for i, image in enumerate(generated_images(6, seed=7, size=(80, 96))):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    return folder
+
+
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -89,22 +89,9 @@ def test_nodes_near_fp16_overflow_stay_fp32_with_their_readers():
     assert np.isfinite(_run(half, x)).all()
 
 
-@pytest.fixture(scope="module")
-def small_onnx(tmp_path_factory) -> Path:
-    from u2deploy.data import preprocess
-    from u2deploy.data.samples import generated_images
-    from u2deploy.export.onnx import export_onnx
-    from u2deploy.model.synthetic import random_calibrated, save_state_dict
-
-    folder = tmp_path_factory.mktemp("fp16")
-    batches = [preprocess.fast(generated_images(4, seed=s, size=(64, 64)), (64, 64)) for s in range(2)]
-    weights = save_state_dict(random_calibrated("small", batches), folder / "random_small.pth")
-    return export_onnx("small", weights, folder / "small64.onnx", size=(64, 64), n_verify=2).path
-
-
-def test_cli_converts_with_metadata_and_refuses_bad_inputs(small_onnx, tmp_path):
+def test_cli_converts_with_metadata_and_refuses_bad_inputs(random_small_onnx, tmp_path):
     out = tmp_path / "half.onnx"
-    result = CliRunner().invoke(app, ["fp16", str(small_onnx), "-o", str(out)])
+    result = CliRunner().invoke(app, ["fp16", str(random_small_onnx), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "emulated FP16 max|Δ|" in result.output and "next: u2bench parity" in result.output
     model = onnx.load(str(out))
@@ -125,8 +112,8 @@ def test_cli_converts_with_metadata_and_refuses_bad_inputs(small_onnx, tmp_path)
         assert not target.exists()
 
 
-def test_convert_fp16_keeps_the_builders_signature(small_onnx, tmp_path):
-    path = convert_fp16(small_onnx, tmp_path / "built.onnx")
+def test_convert_fp16_keeps_the_builders_signature(random_small_onnx, tmp_path):
+    path = convert_fp16(random_small_onnx, tmp_path / "built.onnx")
     assert path == tmp_path / "built.onnx" and path.is_file()
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
 from typer.testing import CliRunner
 
 from u2deploy.calibration import qdq_rules
@@ -135,40 +134,16 @@ def test_checker_on_a_file_and_on_junk(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def small_onnx(tmp_path_factory) -> Path:
-    """U²-Net† with random weights and re-estimated BatchNorm statistics, exported at 64×64."""
-    from u2deploy.data import preprocess
-    from u2deploy.data.samples import generated_images
-    from u2deploy.export.onnx import export_onnx
-    from u2deploy.model.synthetic import random_calibrated, save_state_dict
-
-    folder = tmp_path_factory.mktemp("model")
-    batches = [preprocess.fast(generated_images(4, seed=s, size=(64, 64)), (64, 64)) for s in range(2)]
-    weights = save_state_dict(random_calibrated("small", batches), folder / "random_small.pth")
-    return export_onnx("small", weights, folder / "small64.onnx", size=(64, 64), n_verify=2).path
-
-
-@pytest.fixture(scope="session")
-def calib_dir(tmp_path_factory) -> Path:
-    from u2deploy.data.samples import generated_images
-
-    folder = tmp_path_factory.mktemp("calib")
-    for i, image in enumerate(generated_images(6, seed=7, size=(80, 96))):
-        Image.fromarray(image).save(folder / f"{i:03d}.png")
-    return folder
-
-
-@pytest.fixture(scope="session")
-def trt_model(small_onnx, calib_dir, tmp_path_factory) -> Path:
+def trt_model(random_small_onnx, calib_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("q") / "small64_int8_trt.onnx"
-    return quantize(small_onnx, calib_dir, out, target="tensorrt", num=6, progress=False)
+    return quantize(random_small_onnx, calib_dir, out, target="tensorrt", num=6, progress=False)
 
 
-def test_tensorrt_target_passes_the_checker_and_keeps_metadata(trt_model, small_onnx):
+def test_tensorrt_target_passes_the_checker_and_keeps_metadata(trt_model, random_small_onnx):
     model = onnx.load(str(trt_model))
     assert qdq_rules.check_qdq(model) == []
     meta = {p.key: p.value for p in model.metadata_props}
-    source = {p.key: p.value for p in onnx.load(str(small_onnx)).metadata_props}
+    source = {p.key: p.value for p in onnx.load(str(random_small_onnx)).metadata_props}
     assert meta["precision"] == "int8" and meta["quant_target"] == "tensorrt"
     assert meta["calibration"].startswith("method=minmax,images=6,seed=0")
     assert meta["variant"] == source["variant"] and meta["input_size"] == "64x64"
@@ -183,9 +158,9 @@ def _invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-def test_cli_cpu_target_reuses_the_cache_and_checks_qdq(small_onnx, calib_dir, trt_model, tmp_path):
+def test_cli_cpu_target_reuses_the_cache_and_checks_qdq(random_small_onnx, calib_dir, trt_model, tmp_path):
     out = tmp_path / "cpu.onnx"
-    result = _invoke("quantize", str(small_onnx), "--calib", str(calib_dir), "--num", "6", "--target", "cpu",
+    result = _invoke("quantize", str(random_small_onnx), "--calib", str(calib_dir), "--num", "6", "--target", "cpu",
                      "-o", str(out))
     assert result.exit_code == 0, result.output
     assert "ranges from" in result.output and "next: u2bench parity" in result.output  # the trt_model run's cache
@@ -198,21 +173,21 @@ def test_cli_cpu_target_reuses_the_cache_and_checks_qdq(small_onnx, calib_dir, t
     assert bad.exit_code == 1 and "[int8]" in bad.output
 
 
-def test_exclude_keeps_a_node_float_and_unknown_names_are_refused(small_onnx, calib_dir, tmp_path):
-    model = onnx.load(str(small_onnx))
+def test_exclude_keeps_a_node_float_and_unknown_names_are_refused(random_small_onnx, calib_dir, tmp_path):
+    model = onnx.load(str(random_small_onnx))
     conv = next(n.name for n in model.graph.node if n.op_type == "Conv")
-    out = quantize_model(small_onnx, calib_dir, tmp_path / "ex.onnx", target="tensorrt", num=6,
+    out = quantize_model(random_small_onnx, calib_dir, tmp_path / "ex.onnx", target="tensorrt", num=6,
                          exclude=[conv], progress=False)
     quantized = onnx.load(str(out.path))
     node = next(n for n in quantized.graph.node if n.name == conv)
     producers = {o: n.op_type for n in quantized.graph.node for o in n.output}
     assert producers.get(node.input[1]) != "DequantizeLinear" and conv in out.excluded
     with pytest.raises(U2Error, match="--exclude nope: no node"):
-        quantize_model(small_onnx, calib_dir, tmp_path / "ex2.onnx", num=6, exclude=["nope"], progress=False)
+        quantize_model(random_small_onnx, calib_dir, tmp_path / "ex2.onnx", num=6, exclude=["nope"], progress=False)
     assert not (tmp_path / "ex2.onnx").exists()
 
 
-def test_bad_inputs_are_one_line_errors_and_leave_nothing(small_onnx, calib_dir, trt_model, tmp_path):
+def test_bad_inputs_are_one_line_errors_and_leave_nothing(random_small_onnx, calib_dir, trt_model, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     not_onnx = tmp_path / "model.pth"
@@ -220,8 +195,8 @@ def test_bad_inputs_are_one_line_errors_and_leave_nothing(small_onnx, calib_dir,
     junk_onnx = tmp_path / "junk.onnx"
     junk_onnx.write_bytes(b"\x00\xff" * 64)
     cases = [
-        ((small_onnx, empty), "no image files"),
-        ((small_onnx, tmp_path / "missing"), "no such folder"),
+        ((random_small_onnx, empty), "no image files"),
+        ((random_small_onnx, tmp_path / "missing"), "no such folder"),
         ((not_onnx, calib_dir), "not an ONNX file"),
         ((junk_onnx, calib_dir), "not an ONNX model"),
         ((trt_model, calib_dir), "already quantized"),
@@ -235,22 +210,22 @@ def test_bad_inputs_are_one_line_errors_and_leave_nothing(small_onnx, calib_dir,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "junk.onnx", "model.pth"]
 
 
-def test_a_cache_for_other_images_is_refused_then_recalibrated(small_onnx, calib_dir, tmp_path):
+def test_a_cache_for_other_images_is_refused_then_recalibrated(random_small_onnx, calib_dir, tmp_path):
     cache = tmp_path / "ranges.json"
-    quantize_model(small_onnx, calib_dir, tmp_path / "a.onnx", num=3, seed=0, cache=cache, progress=False)
+    quantize_model(random_small_onnx, calib_dir, tmp_path / "a.onnx", num=3, seed=0, cache=cache, progress=False)
     with pytest.raises(U2Error, match="other images"):
-        quantize_model(small_onnx, calib_dir, tmp_path / "b.onnx", num=3, seed=1, cache=cache, progress=False)
+        quantize_model(random_small_onnx, calib_dir, tmp_path / "b.onnx", num=3, seed=1, cache=cache, progress=False)
     assert not (tmp_path / "b.onnx").exists()
-    again = quantize_model(small_onnx, calib_dir, tmp_path / "b.onnx", num=3, seed=1, cache=cache,
+    again = quantize_model(random_small_onnx, calib_dir, tmp_path / "b.onnx", num=3, seed=1, cache=cache,
                            recalibrate=True, progress=False)
     assert again.calibration is not None and again.path.is_file()
 
 
-def test_sensitivity_reports_every_conv(small_onnx, trt_model, calib_dir):
+def test_sensitivity_reports_every_conv(random_small_onnx, trt_model, calib_dir):
     from u2deploy.calibration.sensitivity import report, sensitivity
 
-    errors = sensitivity(small_onnx, trt_model, calib_dir, n=2)
-    convs = [n for n in onnx.load(str(small_onnx)).graph.node if n.op_type == "Conv"]
+    errors = sensitivity(random_small_onnx, trt_model, calib_dir, n=2)
+    convs = [n for n in onnx.load(str(random_small_onnx)).graph.node if n.op_type == "Conv"]
     assert len(errors) == len(convs)
     assert all(np.isfinite(e.sqnr_db) and e.max_abs >= 0 for e in errors)
     assert "--exclude NODE" in report(errors)

@@ -13,7 +13,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
 
 from u2deploy.calibration import rewrites
 
@@ -98,14 +97,11 @@ def test_the_real_network_rewrites_exactly(small_onnx: Path, rng):
 
 
 @pytest.fixture(scope="module")
-def cpu_int8(small_onnx: Path, tmp_path_factory) -> Path:
+def cpu_int8(small_onnx: Path, calib_dir: Path, tmp_path_factory) -> Path:
     from u2deploy.calibration.quantize import quantize_model
-    from u2deploy.data.samples import generated_images
 
-    folder = tmp_path_factory.mktemp("rw_calib")
-    for i, image in enumerate(generated_images(4, seed=3, size=(72, 80))):
-        Image.fromarray(image).save(folder / f"{i:03d}.png")
-    return quantize_model(small_onnx, folder, folder.parent / "small64_int8.onnx", target="cpu", num=4,
+    out = tmp_path_factory.mktemp("rw") / "small64_int8.onnx"
+    return quantize_model(small_onnx, calib_dir, out, target="cpu", num=4, cache=out.with_suffix(".calib.json"),
                           progress=False).path
 
 

@@ -12,8 +12,14 @@ from ..errors import U2Error
 
 
 def new_app(name: str, help: str) -> typer.Typer:
-    return typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
-                       pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+    app.callback()(_subcommands)
+    return app
+
+
+def _subcommands() -> None:
+    """Keeps `u2export trt …` a subcommand even while an app has only one."""
 
 
 def run(app: typer.Typer, prog: str) -> Callable[[], None]:

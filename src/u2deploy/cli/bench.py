@@ -12,11 +12,6 @@ from ._common import new_app, run
 app = new_app("u2bench", "Run, evaluate and time U²-Net artifacts (PyTorch, ONNX, TensorRT).")
 
 
-@app.callback()
-def _subcommands() -> None:  # keeps `u2bench eval …` a subcommand even while it is the only one
-    pass
-
-
 @app.command("eval")
 def eval_command(
     pred: Annotated[Path, typer.Option("--pred", help="Folder of predicted maps, matched to masks by stem.")],

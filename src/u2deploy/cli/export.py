@@ -12,11 +12,6 @@ from ._common import new_app, run
 app = new_app("u2export", "Export U²-Net to ONNX, FP16/INT8 ONNX and TensorRT engines, verified.")
 
 
-@app.callback()
-def _subcommands() -> None:  # keeps `u2export trt …` a subcommand even while it is the only one
-    pass
-
-
 @app.command("trt")
 def trt_command(
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Build from this ONNX file.")] = None,
