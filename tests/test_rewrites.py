@@ -117,7 +117,7 @@ def _weight_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     return shapes
 
 
-def test_quantized_cpu_model_has_convsym_shapes_and_copy_concats(cpu_int8: Path):
+def test_quantized_cpu_model_has_convsym_shapes_and_integer_concats(cpu_int8: Path):
     model = onnx.load(str(cpu_int8))
     shapes = _weight_shapes(model)
     assert len(shapes) >= 118
@@ -130,15 +130,18 @@ def test_quantized_cpu_model_has_convsym_shapes_and_copy_concats(cpu_int8: Path)
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     concats = [n for n in model.graph.node if n.op_type == "Concat"
-               and all(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)]
-    assert len(concats) == 51  # the feature-map concats (a dynamic-batch export adds shape ones)
+               and all(producer.get(i) is not None and producer[i].op_type == "QuantizeLinear" for i in n.input)]
+    assert len(concats) == 50  # the feature-map concats, on integers; the fusion conv's is now a weighted sum
     for concat in concats:
-        q = consumers[concat.output[0]][0]
-        params = {(float(init[producer[i].input[1]]), int(init[producer[i].input[2]])) for i in concat.input}
-        params.add((float(init[q.input[1]]), int(init[q.input[2]])))
-        assert len(params) == 1, (concat.name, params)  # QLinearConcat's memcpy path
+        quantizers = [producer[i] for i in concat.input]
+        params = {(float(init[q.input[1]]), int(init[q.input[2]])) for q in quantizers}
+        assert len(params) == 1, (concat.name, params)  # one scale: a copy, no requantization
+        assert {n.op_type for n in consumers[concat.output[0]]} == {"DequantizeLinear"}
+    assert not [n for n in model.graph.node if n.op_type == "Concat"
+                and any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)]
+    assert [n.op_type for n in model.graph.node].count("Sum") == 1
     meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["graph_rewrites"] == "mlas_conv_shapes,shared_concat_ranges"
+    assert meta["graph_rewrites"] == "mlas_conv_shapes,shared_concat_ranges,ort_cpu_qdq"
 
 
 def test_cpu_int8_stays_close_to_fp32(cpu_int8: Path, small_onnx: Path, rng):
@@ -146,3 +149,15 @@ def test_cpu_int8_stays_close_to_fp32(cpu_int8: Path, small_onnx: Path, rng):
     a = _run(onnx.load(str(cpu_int8)), x)
     b = _run(onnx.load(str(small_onnx)), x)
     assert np.isfinite(a).all() and np.abs(a - b).mean() < 0.02
+
+
+def test_sensitivity_reads_every_conv_of_the_integer_graph(cpu_int8: Path, small_onnx: Path, calib_dir: Path):
+    """The cpu graph folds each Relu into its conv and concatenates integers: every layer is still found."""
+    from u2deploy.calibration.sensitivity import sensitivity
+
+    errors = sensitivity(small_onnx, cpu_int8, calib_dir, n=2)
+    convs = [n for n in onnx.load(str(small_onnx)).graph.node if n.op_type == "Conv"]
+    assert len(errors) == len(convs)
+    assert all(np.isfinite(e.sqnr_db) and e.sqnr_db > 10 for e in errors), min(e.sqnr_db for e in errors)
+    no_input = [e.node for e in errors if not np.isfinite(e.drop_db)]
+    assert len(no_input) <= 2, no_input  # the first conv (it reads the image) and the fusion conv (its concat is gone)

@@ -5,7 +5,7 @@
 
 For each variant: export the FP32 ONNX at 320×320 (batch 1), quantize it for ``--target cpu`` twice
 (the plain Q/DQ recipe and the shipped one, with the graph rewrites of
-``u2deploy.calibration.rewrites``), calibrated on ECSSD 0001-0800 (never the held-out 0801-1000),
+``u2deploy.calibration.rewrites`` and ``u2deploy.calibration.qdq_rewrites``), calibrated on ECSSD 0001-0800 (never the held-out 0801-1000),
 then time the three files with ``u2bench latency --paired`` (short alternating rounds; the ratios
 are medians of per-round ratios, so the shared machine's drifting load cancels) at each thread
 count. The small model uses the demo weights; the full model the checkpoint given, else random
@@ -60,7 +60,7 @@ def measure_variant(variant: str, weights: Path | None, calib: Path, tmp: Path, 
     from u2deploy.export.onnx import export_onnx
 
     fp32 = export_onnx(variant, weights, tmp / f"{variant}_320_fp32.onnx", size=(320, 320), n_verify=2).path
-    plain_recipe = replace(RECIPES["cpu"], mlas_conv_shapes=False, shared_concat_ranges=False)
+    plain_recipe = replace(RECIPES["cpu"], mlas_conv_shapes=False, shared_concat_ranges=False, ort_cpu_qdq=False)
     cache = tmp / f"{variant}.calib.json"
     plain = quantize_model(fp32, calib, tmp / f"{variant}_320_int8_plain.onnx", target="cpu", num=args.num,
                            cache=cache, recipe=plain_recipe, progress=False).path
@@ -78,6 +78,16 @@ def _hardware(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The first run's hardware record, with every thread count used (rows differ)."""
     threads = sorted({run[0]["threads"] for result in results for run in result["runs"]})
     return {**results[0]["runs"][0][0]["hardware"], "threads_used": ", ".join(map(str, threads))}
+
+
+def summarize(rewritten: list[str], names_up_to: int = 8) -> list[str]:
+    """'node: what' lines grouped by what: the nodes named where few, else counted."""
+    groups: dict[str, list[str]] = {}
+    for line in rewritten:
+        node, _, what = line.rpartition(": ")
+        groups.setdefault(what, []).append(node)
+    return [f"{what}: {', '.join(nodes)}" if len(nodes) <= names_up_to else f"{what}: {len(nodes)} nodes"
+            for what, nodes in groups.items()]
 
 
 def render(results: list[dict[str, Any]], command: str, json_name: str) -> str:
@@ -101,9 +111,9 @@ def render(results: list[dict[str, Any]], command: str, json_name: str) -> str:
                          f"{plain['median_ms']:.1f} | {plain['ratio']:.3f}× | {shipped['median_ms']:.1f} | "
                          f"**{shipped['ratio']:.3f}×** | {shipped['ratio_min']:.3f}–{shipped['ratio_max']:.3f}× | "
                          f"{shipped['rounds']} | {load} |")
-    lines += ["", "Rewritten nodes (exact: float outputs unchanged up to summation order):", ""]
+    lines += ["", "Rewrites (exact: outputs unchanged up to float summation order and rounding ties):", ""]
     for result in results:
-        lines.append(f"- {result['variant']}: " + "; ".join(result["rewritten_nodes"]) + ".")
+        lines.append(f"- {result['variant']}: " + "; ".join(summarize(result["rewritten_nodes"])) + ".")
     lines += ["", "Calibration: ECSSD 0001-0800, "
               f"{results[0]['calibration_images']} images, minmax (speed does not depend on the method).", ""]
     return "\n".join(lines)

@@ -10,15 +10,21 @@ recipe quantizes every op U²-Net has (Conv, Relu, MaxPool, Resize, Concat, Add)
 (asymmetric, so ReLU folds into the zero point) and int8 symmetric per-channel weights, the U8S8
 form MLAS's VNNI kernels take. Only the head (the last 1×1 fusion conv and the Sigmoid) stays
 float. Two exact rewrites from :mod:`.rewrites` then put every conv on MLAS's fast symmetric kernel
-and every Concat on its copy path. Measured on this machine (AVX-512 VNNI, ORT 1.32, 1 thread,
-320×320, U²-Net†, INT8/FP32 time in one interleaved run): plain recipe 0.35×, channels padded 0.32×,
-+ shared concat ranges 0.31×, + one-output convs factored 0.30× (full U²-Net 0.30× → 0.275×; at 2
-threads 0.41× → 0.34× and 0.33× → 0.29×: Resize, Concat and Q/DQ run on one thread and stay at
-about a fifth of the INT8 time). Tried and no faster: QOperator instead of QDQ (same
-kernels), per-tensor weights, Resize left unquantized, bilinear Resize on uint8 (ORT only drops Q/DQ
-around *nearest* Resize; its uint8 linear kernel is 2.8× slower than float), side convs or the
-first conv kept in float, asymmetric weights (im2col + GEMM: 2× slower), the first conv as
-replicate + shift + 1×1, 2× upsampling as nearest + pad + depthwise blur (uint8 Pad runs in float).
+and give every Concat one scale; after quantizing, :mod:`.qdq_rewrites` makes each Concat one of
+integers (ONNX Runtime's plain Concat, which uses every thread) and the fusion conv a weighted sum.
+Measured on this machine (AVX-512 VNNI, ORT 1.32, 320×320, INT8/FP32 time in one interleaved run,
+``tools/int8_speed.py``): U²-Net† at 1 thread, plain recipe 0.35×, channels padded 0.32×, + shared
+concat ranges 0.31×, + one-output convs factored 0.30×, + integer concats and weighted sum 0.30×;
+at 2 threads 0.39× → 0.315×; full U²-Net 0.30× → 0.27× (1 thread), 0.33× → 0.29× (2). What
+stays above the convs' own 0.25-0.28× is ONNX Runtime's float NHWC Resize with its Q/DQ (~15 ms of
+U²-Net†'s 122 ms at 1 thread, more than FP32's whole Upsample), the Concat copies and MaxPool.
+Tried and no faster: QOperator instead of QDQ (same kernels), per-tensor weights, Resize left
+unquantized, bilinear Resize on uint8 (ORT only drops Q/DQ around *nearest* Resize; its uint8
+linear kernel is 2.8× slower than float), side convs or the first conv kept in float, asymmetric
+weights (im2col + GEMM: 2× slower), the first conv as replicate + shift + 1×1, 2× upsampling as
+nearest + pad + depthwise blur (uint8 Pad runs in float), 2× upsampling as four exact depthwise
+phase convs on the edge-padded integers interleaved by Concat + Reshape (-0.7 %: the interleaving
+copies cost nearly what the Resize did; slower below 32 channels).
 
 ``tensorrt``: what TensorRT's explicit quantization accepts and fuses (see :mod:`.qdq_rules`):
 symmetric int8 activations and weights, per-channel weights on axis 0, float biases, a dedicated
@@ -43,7 +49,7 @@ from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
 from ..files import sha256_of as file_sha256
 from ..validate import Comparison, compare_maps
-from . import qdq_rules, rewrites
+from . import qdq_rewrites, qdq_rules, rewrites
 from .cache import CacheKey, load_ranges, save_ranges
 from .calibrate import CalibrationStats, calibrate, method_options, to_tensors_data
 from .dataset import DEFAULT_CALIB_DIR, DEFAULT_NUM, calibration_set, input_spec
@@ -68,6 +74,7 @@ class Recipe:
     extra_options: dict[str, object] = field(default_factory=dict)
     mlas_conv_shapes: bool = False  # rewrites.fit_convs_to_mlas before quantizing
     shared_concat_ranges: bool = False  # rewrites.shared_concat_ranges on the calibrated ranges
+    ort_cpu_qdq: bool = False  # qdq_rewrites.for_ort_cpu on the quantized graph
 
     def describe(self) -> dict[str, object]:
         return {"format": self.quant_format, "activations": self.activation_type, "weights": self.weight_type,
@@ -76,14 +83,15 @@ class Recipe:
 
     def graph_rewrites(self) -> list[str]:
         return [name for name, on in (("mlas_conv_shapes", self.mlas_conv_shapes),
-                                      ("shared_concat_ranges", self.shared_concat_ranges)) if on]
+                                      ("shared_concat_ranges", self.shared_concat_ranges),
+                                      ("ort_cpu_qdq", self.ort_cpu_qdq)) if on]
 
 
 RECIPES = {
     "cpu": Recipe("cpu", "QDQ", "QUInt8", "QInt8", True,
                   ("Conv", "Relu", "MaxPool", "Resize", "Concat", "Add"),
                   {"ActivationSymmetric": False, "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True},
-                  mlas_conv_shapes=True, shared_concat_ranges=True),
+                  mlas_conv_shapes=True, shared_concat_ranges=True, ort_cpu_qdq=True),
     "tensorrt": Recipe("tensorrt", "QDQ", "QInt8", "QInt8", True, ("Conv", "Add"),
                        {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                         "DedicatedQDQPair": True, "QDQKeepRemovableActivations": True}),
@@ -111,7 +119,7 @@ class QuantizeResult:
                  if self.calibration else f"ranges from {self.cache}")
         check = ("TensorRT Q/DQ rules: pass · " if self.target == "tensorrt" and not self.violations else "")
         if self.rewritten_nodes:
-            check += f"{len(self.rewritten_nodes)} conv rewrites for ONNX Runtime's x86 kernels · "
+            check += f"{len(self.rewritten_nodes)} graph rewrites for ONNX Runtime's x86 kernels · "
         ratio = self.size_bytes / self.source_size_bytes
         return (f"quantized {self.path} ({human_size(self.size_bytes)}, {ratio:.2f}× the FP32 file) in "
                 f"{self.seconds:.0f} s · int8 {self.target}, {self.method}, {calib} · {check}"
@@ -254,6 +262,8 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
                 quantized.metadata_props.add(key=k, value=v)
             quantized.producer_name, quantized.producer_version = "u2deploy", __version__
             prune_opsets(quantized)
+            if recipe.ort_cpu_qdq:
+                changed = changed + qdq_rewrites.for_ort_cpu(quantized)
             if target == "tensorrt":
                 dedicate_qdq_pairs(quantized)
             violations = qdq_rules.check_qdq(quantized) if target == "tensorrt" else []

@@ -19,7 +19,8 @@ The rewrites change no number beyond float32 summation order:
 ``memcpy`` when its scale and zero point equal the output's, and otherwise maps every byte through
 a lookup table. Giving each Concat's inputs and output the union of their ranges (and the tensors
 tied to them through ops that keep their input's quantization, such as Resize and MaxPool) makes
-every concat a copy, at the price of a slightly coarser step on the narrower inputs.
+every concat a copy (and lets :mod:`.qdq_rewrites` drop its Q/DQ altogether), at the price of a
+slightly coarser step on the narrower inputs.
 """
 
 from __future__ import annotations

@@ -70,20 +70,54 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 def layer_errors(float_model: onnx.ModelProto, quantized: onnx.ModelProto, x: np.ndarray,
                  op_types: tuple[str, ...] = ("Conv",)) -> list[LayerError]:
-    """Per-layer errors, in graph order, for nodes of ``op_types`` found in both graphs by output name."""
+    """Per-layer errors, in graph order, for the nodes of ``op_types`` whose output the quantized graph has.
+
+    A layer's output is its own tensor, or that of the Relu right after it where the quantizer folded
+    the Relu into the output's zero point (``--target cpu``). Each tensor is read after its
+    DequantizeLinear where it has one: the value the next layer sees, and the only one left where
+    the integer graph has no float tensor (a Concat of integers, see :mod:`.qdq_rewrites`).
+    """
+    quantized = onnx.ModelProto.FromString(quantized.SerializeToString())
     q_outputs = {out for n in quantized.graph.node for out in n.output}
-    nodes = [n for n in float_model.graph.node if n.op_type in op_types and n.output[0] in q_outputs]
-    if not nodes:
-        raise U2Error("no layer of the float model is found by name in the quantized one")
+    quantizer_of = {n.input[0]: n for n in quantized.graph.node if n.op_type == "QuantizeLinear"}
     producer = {o: n for n in float_model.graph.node for o in n.output}
-    wanted = list(dict.fromkeys([n.output[0] for n in nodes] + [
-        i for n in nodes for i in n.input if i in producer and i in q_outputs]))
-    ref = _collect(_with_outputs(float_model, wanted), wanted, x)
-    got = _collect(_with_outputs(quantized, wanted), wanted, x)
-    sqnr = {name: sqnr_db(np.concatenate(ref[name]), np.concatenate(got[name])) for name in wanted}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in float_model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def in_quantized(name: str) -> str | None:
+        """The value the next layer sees: the tensor's DequantizeLinear output, one added for a quantized
+        tensor the integer graph dequantizes nowhere, else the float tensor itself."""
+        if f"{name}_DequantizeLinear_Output" in q_outputs:
+            return f"{name}_DequantizeLinear_Output"
+        if name in quantizer_of:
+            q = quantizer_of[name]
+            probe = f"{name}_sensitivity_probe"
+            if probe not in q_outputs:
+                quantized.graph.node.append(helper.make_node("DequantizeLinear", [q.output[0], *q.input[1:]],
+                                                             [probe], name=probe))
+                q_outputs.add(probe)
+            return probe
+        return name if name in q_outputs else None
+
+    def layer_output(node: onnx.NodeProto) -> str | None:
+        users = consumers.get(node.output[0], [])
+        fused = [users[0].output[0]] if len(users) == 1 and users[0].op_type == "Relu" else []
+        return next((t for t in (node.output[0], *fused) if in_quantized(t)), None)
+
+    layers = [(n, out) for n in float_model.graph.node if n.op_type in op_types and (out := layer_output(n))]
+    if not layers:
+        raise U2Error("no layer of the float model is found by name in the quantized one")
+    tensors = dict.fromkeys([out for _, out in layers] + [i for n, _ in layers for i in n.input if i in producer])
+    names = {t: q for t in tensors if (q := in_quantized(t)) is not None}
+    ref = _collect(_with_outputs(float_model, list(names)), list(names), x)
+    q_names = list(dict.fromkeys(names.values()))
+    got_q = _collect(_with_outputs(quantized, q_names), q_names, x)
+    got = {t: got_q[q] for t, q in names.items()}
+    sqnr = {name: sqnr_db(np.concatenate(ref[name]), np.concatenate(got[name])) for name in names}
     errors = []
-    for node in nodes:
-        out = node.output[0]
+    for node, out in layers:
         r, c = np.concatenate(ref[out]), np.concatenate(got[out])
         inputs = [sqnr[i] for i in node.input if i in sqnr]
         worst_in = min(inputs) if inputs else float("inf")

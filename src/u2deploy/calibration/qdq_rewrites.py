@@ -1,0 +1,159 @@
+"""Exact rewrites of a quantized (Q/DQ) graph for ONNX Runtime's CPU kernels (``--target cpu`` only).
+
+ONNX Runtime fuses ``DQ → op → Q`` into integer kernels; two of U²-Net's patterns fuse into slow ones:
+
+- ``integer_concats``: ``DQ(xᵢ) → Concat → Q``, one scale and zero point throughout (what
+  :func:`.rewrites.shared_concat_ranges` arranges), is a Concat of the integers xᵢ. ONNX Runtime
+  runs that as its plain Concat, which it splits across threads, instead of QLinearConcat, which
+  it does not: 6.1 → 4.8 ms for the small model at 320×320 on 2 threads.
+- ``weighted_sums``: the float fusion conv (1×1, one output channel) over a Concat of single-channel
+  maps is their weighted sum, ``Σ wᵢ·DQ(xᵢ) + b``: a Mul per map and one Sum instead of a
+  concat, a dequantization of all maps and an NCHWc float conv with its layout reorders
+  (1.3 → 0.3 ms at 320×320).
+
+Neither changes a number beyond float rounding: a Q of a DQ with the same parameters returns the
+integers it was given, and a 1×1 conv is the weighted sum of its input channels. TensorRT wants
+every Concat between Q/DQ pairs it can see, so ``--target tensorrt`` gets neither.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+VERSION = "ort-cpu-qdq/1"
+
+
+class _Index:
+    """Producers, consumers and initializer values of one graph."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.graph = graph
+        self.init = {i.name: i for i in graph.initializer}
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.outputs = {o.name for o in graph.output}
+
+    def value(self, name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(self.init[name]) if name in self.init else None
+
+    def only_consumer(self, tensor: str) -> onnx.NodeProto | None:
+        users = self.consumers.get(tensor, [])
+        return users[0] if len(users) == 1 and tensor not in self.outputs else None
+
+    def qparams(self, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray] | None:
+        """(scale, zero point) of a per-tensor Q or DQ with constant parameters; else None."""
+        if len(node.input) < 3 or any(a.name == "axis" for a in node.attribute):
+            return None
+        scale, zero = self.value(node.input[1]), self.value(node.input[2])
+        if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+            return None
+        return scale, zero
+
+
+def _same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    return all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _drop_unused_dequantize(model: onnx.ModelProto) -> None:
+    graph = model.graph
+    while True:
+        used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+        kept = [n for n in graph.node if n.op_type != "DequantizeLinear" or n.output[0] in used]
+        if len(kept) == len(graph.node):
+            return
+        del graph.node[:]
+        graph.node.extend(kept)
+
+
+def integer_concats(model: onnx.ModelProto) -> list[str]:
+    """Rewrite every ``DQ → Concat → Q`` with one set of parameters as a Concat of integers; returns the nodes."""
+    ix = _Index(model)
+    done: list[str] = []
+    removed: set[str] = set()
+    for concat in [n for n in ix.graph.node if n.op_type == "Concat"]:
+        q = ix.only_consumer(concat.output[0])
+        dqs = [ix.producer.get(name) for name in concat.input]
+        if q is None or q.op_type != "QuantizeLinear" or not all(d is not None and d.op_type == "DequantizeLinear"
+                                                                 for d in dqs):
+            continue
+        params = ix.qparams(q)
+        if params is None or not all((p := ix.qparams(d)) is not None and _same(p, params) for d in dqs):
+            continue
+        concat.input[:] = [d.input[0] for d in dqs]
+        concat.output[0] = q.output[0]
+        removed.add(q.name)
+        done.append(f"{concat.name}: integer Concat")
+    kept = [n for n in ix.graph.node if n.name not in removed]
+    del ix.graph.node[:]
+    ix.graph.node.extend(kept)
+    _drop_unused_dequantize(model)
+    return done
+
+
+def weighted_sums(model: onnx.ModelProto) -> list[str]:
+    """Rewrite a float 1×1 single-output conv over ``DQ(Concat of single-channel integer maps)``; returns the convs.
+
+    Runs after :func:`integer_concats`, which leaves the pattern ``Concat → DQ → Conv``.
+    """
+    ix = _Index(model)
+    replaced: dict[str, list[onnx.NodeProto]] = {}
+    dropped: set[str] = set()
+    for conv in [n for n in ix.graph.node if n.op_type == "Conv"]:
+        dq = ix.producer.get(conv.input[0])
+        concat = ix.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if concat is None or concat.op_type != "Concat" or _attr(concat, "axis", None) not in (1, -3):
+            continue
+        if ix.only_consumer(dq.output[0]) is not conv or ix.only_consumer(concat.output[0]) is not dq:
+            continue
+        params = ix.qparams(dq)
+        w = ix.value(conv.input[1])
+        bias = ix.value(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else np.zeros(1, np.float32)
+        n = len(concat.input)
+        if params is None or w is None or w.shape != (1, n, 1, 1) or bias is None or _attr(conv, "group", 1) != 1:
+            continue  # n maps into n input channels: one channel each
+        if any(v != 1 for v in _attr(conv, "strides", [1, 1])) or any(_attr(conv, "pads", [0, 0, 0, 0])) \
+                or _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            continue
+        nodes, terms = [], []
+        for k, x in enumerate(concat.input):
+            weight = f"{conv.name}_w{k}"
+            ix.graph.initializer.append(numpy_helper.from_array(w[:, k:k + 1].astype(np.float32), weight))
+            deq, term = f"{conv.output[0]}_map{k}", f"{conv.output[0]}_term{k}"
+            nodes += [helper.make_node("DequantizeLinear", [x, dq.input[1], dq.input[2]], [deq],
+                                       name=f"{conv.name}_dq{k}"),
+                      helper.make_node("Mul", [deq, weight], [term], name=f"{conv.name}_mul{k}")]
+            terms.append(term)
+        bias_name = f"{conv.name}_b"
+        ix.graph.initializer.append(numpy_helper.from_array(bias.reshape(1, 1, 1, 1).astype(np.float32), bias_name))
+        nodes.append(helper.make_node("Sum", [*terms, bias_name], [conv.output[0]], name=f"{conv.name}_sum"))
+        replaced[conv.name] = nodes
+        dropped |= {dq.name, concat.name}
+    out: list[onnx.NodeProto] = []
+    for node in ix.graph.node:
+        if node.name not in dropped:
+            out.extend(replaced.get(node.name, [node]))
+    del ix.graph.node[:]
+    ix.graph.node.extend(out)
+    used = {name for node in out for name in node.input}
+    kept = [i for i in ix.graph.initializer if i.name in used]
+    del ix.graph.initializer[:]
+    ix.graph.initializer.extend(kept)
+    return [f"{name}: weighted sum of its {len(nodes) // 2} maps" for name, nodes in replaced.items()]
+
+
+def for_ort_cpu(model: onnx.ModelProto) -> list[str]:
+    """Both rewrites, in the order they depend on; returns what changed, one line per node."""
+    return integer_concats(model) + weighted_sums(model)
