@@ -5,11 +5,12 @@
 
 For each variant: export the FP32 ONNX at 320×320 (batch 1), quantize it for ``--target cpu`` twice
 (the plain Q/DQ recipe and the shipped one, with the graph rewrites of
-``u2deploy.calibration.rewrites`` and ``u2deploy.calibration.qdq_rewrites``), calibrated on ECSSD 0001-0800 (never the held-out 0801-1000),
-then time the three files with ``u2bench latency --paired`` (short alternating rounds; the ratios
-are medians of per-round ratios, so the shared machine's drifting load cancels) at each thread
-count. The small model uses the demo weights; the full model the checkpoint given, else random
-weights with BatchNorm statistics re-estimated on ECSSD images (speed does not depend on them).
+``u2deploy.calibration.rewrites`` and ``u2deploy.calibration.qdq_rewrites``), calibrated on ECSSD
+0001-0800 (never the held-out 0801-1000), then time the three files with ``u2bench latency
+--paired`` (short alternating rounds; the ratios are medians of per-round ratios, so the shared
+machine's drifting load cancels) at each thread count. The small model uses the demo weights; the
+full model the checkpoint given, else random weights with BatchNorm statistics re-estimated on
+ECSSD images (speed does not depend on them).
 """
 
 from __future__ import annotations
