@@ -149,11 +149,11 @@ class CalibrationSet:
 
 
 def calibration_set(folder: str | Path, spec: InputSpec, num: int | None = DEFAULT_NUM,
-                    seed: int = 0) -> CalibrationSet:
-    """Sample the folder; warn when the set is smaller than :data:`DEFAULT_NUM`."""
+                    seed: int = 0, warn_below: int = DEFAULT_NUM) -> CalibrationSet:
+    """Sample the folder; warn when the set is smaller than ``warn_below`` (too few to calibrate on)."""
     folder = Path(folder)
     files = sample_images(folder, num, seed)
-    if len(files) < DEFAULT_NUM:
+    if len(files) < warn_below:
         why = (f"the folder holds only {len(files)}" if num is None or len(files) < num
                else f"--num {num}")
         log.warning("calibrating on %d images (%s); %d or more give stabler INT8 ranges",

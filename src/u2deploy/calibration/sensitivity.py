@@ -146,6 +146,6 @@ def sensitivity(float_path: Path, quantized_path: Path, calib_dir: Path, n: int 
     from .qdq_rules import load_onnx
 
     float_model, quantized = load_onnx(float_path), load_onnx(quantized_path)
-    calib = calibration_set(calib_dir, input_spec(float_model, float_path), n, seed)
+    calib = calibration_set(calib_dir, input_spec(float_model, float_path), n, seed, warn_below=0)
     x = np.concatenate(list(calib.batches(1)))
     return layer_errors(float_model, quantized, x)
