@@ -22,8 +22,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-VERSION = "ort-cpu-qdq/1"
-
 
 class _Index:
     """Producers, consumers and initializer values of one graph."""
@@ -78,11 +76,23 @@ def _drop_unused_dequantize(model: onnx.ModelProto) -> None:
         graph.node.extend(kept)
 
 
+def _rebuild(graph: onnx.GraphProto, replace: dict[str, list[onnx.NodeProto]], drop: set[str]) -> None:
+    """Graph nodes in order, keyed by their first output: ``drop`` removed, ``replace`` substituted."""
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        key = node.output[0]
+        if key not in drop:
+            nodes.extend(replace.get(key, [node]))
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
 def integer_concats(model: onnx.ModelProto) -> list[str]:
     """Rewrite every ``DQ → Concat → Q`` with one set of parameters as a Concat of integers; returns the nodes."""
     ix = _Index(model)
+    replace: dict[str, list[onnx.NodeProto]] = {}
+    drop: set[str] = set()
     done: list[str] = []
-    removed: set[str] = set()
     for concat in [n for n in ix.graph.node if n.op_type == "Concat"]:
         q = ix.only_consumer(concat.output[0])
         dqs = [ix.producer.get(name) for name in concat.input]
@@ -92,13 +102,14 @@ def integer_concats(model: onnx.ModelProto) -> list[str]:
         params = ix.qparams(q)
         if params is None or not all((p := ix.qparams(d)) is not None and _same(p, params) for d in dqs):
             continue
-        concat.input[:] = [d.input[0] for d in dqs]
-        concat.output[0] = q.output[0]
-        removed.add(q.name)
-        done.append(f"{concat.name}: integer Concat")
-    kept = [n for n in ix.graph.node if n.name not in removed]
-    del ix.graph.node[:]
-    ix.graph.node.extend(kept)
+        on_integers = onnx.NodeProto()
+        on_integers.CopyFrom(concat)
+        on_integers.input[:] = [d.input[0] for d in dqs]
+        on_integers.output[0] = q.output[0]
+        replace[concat.output[0]] = [on_integers]
+        drop.add(q.output[0])
+        done.append(f"{concat.name or concat.output[0]}: integer Concat")
+    _rebuild(ix.graph, replace, drop)
     _drop_unused_dequantize(model)
     return done
 
@@ -109,14 +120,17 @@ def weighted_sums(model: onnx.ModelProto) -> list[str]:
     Runs after :func:`integer_concats`, which leaves the pattern ``Concat → DQ → Conv``.
     """
     ix = _Index(model)
-    replaced: dict[str, list[onnx.NodeProto]] = {}
-    dropped: set[str] = set()
+    replace: dict[str, list[onnx.NodeProto]] = {}
+    drop: set[str] = set()
+    done: list[str] = []
     for conv in [n for n in ix.graph.node if n.op_type == "Conv"]:
         dq = ix.producer.get(conv.input[0])
         concat = ix.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
         if concat is None or concat.op_type != "Concat" or _attr(concat, "axis", None) not in (1, -3):
             continue
-        if ix.only_consumer(dq.output[0]) is not conv or ix.only_consumer(concat.output[0]) is not dq:
+        dq_user, concat_user = ix.only_consumer(dq.output[0]), ix.only_consumer(concat.output[0])
+        if dq_user is None or dq_user.output[0] != conv.output[0] or concat_user is None \
+                or concat_user.output[0] != dq.output[0]:
             continue
         params = ix.qparams(dq)
         w = ix.value(conv.input[1])
@@ -127,31 +141,28 @@ def weighted_sums(model: onnx.ModelProto) -> list[str]:
         if any(v != 1 for v in _attr(conv, "strides", [1, 1])) or any(_attr(conv, "pads", [0, 0, 0, 0])) \
                 or _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
             continue
+        base = conv.name or conv.output[0]
         nodes, terms = [], []
         for k, x in enumerate(concat.input):
-            weight = f"{conv.name}_w{k}"
+            weight = f"{conv.output[0]}_w{k}"
             ix.graph.initializer.append(numpy_helper.from_array(w[:, k:k + 1].astype(np.float32), weight))
             deq, term = f"{conv.output[0]}_map{k}", f"{conv.output[0]}_term{k}"
             nodes += [helper.make_node("DequantizeLinear", [x, dq.input[1], dq.input[2]], [deq],
-                                       name=f"{conv.name}_dq{k}"),
-                      helper.make_node("Mul", [deq, weight], [term], name=f"{conv.name}_mul{k}")]
+                                       name=f"{base}_dq{k}"),
+                      helper.make_node("Mul", [deq, weight], [term], name=f"{base}_mul{k}")]
             terms.append(term)
-        bias_name = f"{conv.name}_b"
+        bias_name = f"{conv.output[0]}_b"
         ix.graph.initializer.append(numpy_helper.from_array(bias.reshape(1, 1, 1, 1).astype(np.float32), bias_name))
-        nodes.append(helper.make_node("Sum", [*terms, bias_name], [conv.output[0]], name=f"{conv.name}_sum"))
-        replaced[conv.name] = nodes
-        dropped |= {dq.name, concat.name}
-    out: list[onnx.NodeProto] = []
-    for node in ix.graph.node:
-        if node.name not in dropped:
-            out.extend(replaced.get(node.name, [node]))
-    del ix.graph.node[:]
-    ix.graph.node.extend(out)
-    used = {name for node in out for name in node.input}
+        nodes.append(helper.make_node("Sum", [*terms, bias_name], [conv.output[0]], name=f"{base}_sum"))
+        replace[conv.output[0]] = nodes
+        drop |= {dq.output[0], concat.output[0]}
+        done.append(f"{base}: weighted sum of its {n} maps")
+    _rebuild(ix.graph, replace, drop)
+    used = {name for node in ix.graph.node for name in node.input}
     kept = [i for i in ix.graph.initializer if i.name in used]
     del ix.graph.initializer[:]
     ix.graph.initializer.extend(kept)
-    return [f"{name}: weighted sum of its {len(nodes) // 2} maps" for name, nodes in replaced.items()]
+    return done
 
 
 def for_ort_cpu(model: onnx.ModelProto) -> list[str]:
