@@ -109,3 +109,97 @@ def test_other_convs_over_a_concat_are_left_alone(feeds, fusion):
     assert qdq_rewrites.for_ort_cpu(rewritten) == ["cat: integer Concat"]
     assert "Conv" in [n.op_type for n in rewritten.graph.node]
     np.testing.assert_array_equal(_run(rewritten, feeds), _run(model, feeds))
+
+
+def _outputs_all_net(extra_inits: list[onnx.TensorProto] = ()) -> onnx.ModelProto:
+    """Like ``--outputs all``: map 0 is also dequantized for its own Sigmoid output; the fused map is an output too."""
+    model = _concat_net((0.02, 0.02, 0.02), head="fusion")
+    graph = model.graph
+    for value in [*graph.input]:
+        value.type.tensor_type.shape.dim[2].dim_param, value.type.tensor_type.shape.dim[3].dim_param = "h", "w"
+    graph.node.extend([helper.make_node("DequantizeLinear", ["q0", "s0", "z0"], ["side_d"], name="side_dq"),
+                       helper.make_node("Sigmoid", ["side_d"], ["side"], name="side_sigmoid")])
+    graph.output.extend([helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", "c", "h", "w"])
+                         for name in ("side", "fused")])
+    # nodes must stay topologically sorted: the side branch goes right after the first Q
+    nodes = list(graph.node)
+    side = nodes[-2:]
+    at = next(i for i, n in enumerate(nodes) if n.name == "q0") + 1
+    del graph.node[:]
+    graph.node.extend(nodes[:at] + side + nodes[at:-2])
+    graph.initializer.extend(extra_inits)
+    return model
+
+
+def _feeds(rng, h: int, w: int) -> dict[str, np.ndarray]:
+    return {f"x{k}": (rng.standard_normal([1, 1, h, w]) * 2).astype(np.float32) for k in range(2)}
+
+
+def test_outputs_all_graph_keeps_its_side_output_and_reuses_its_dequantize(rng):
+    model = _outputs_all_net()
+    rewritten = _copy(model)
+    assert qdq_rewrites.for_ort_cpu(rewritten) == ["cat: integer Concat", "fusion: weighted sum of its 2 maps"]
+    onnx.checker.check_model(rewritten, full_check=True)
+    dequantizers = [n for n in rewritten.graph.node if n.op_type == "DequantizeLinear"]
+    assert sorted(d.input[0] for d in dequantizers) == ["q0", "q1"]  # map 0's DQ is shared, not duplicated
+    used = {i for n in rewritten.graph.node for i in n.input}
+    assert {i.name for i in rewritten.graph.initializer} <= used  # the conv's weight and bias are gone
+    for h, w in ((6, 7), (9, 4)):
+        feeds = _feeds(rng, h, w)
+        for a, b in zip(_run_all(rewritten, feeds), _run_all(model, feeds), strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def _run_all(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def test_new_names_never_collide_and_initializer_outputs_survive(rng):
+    taken = [numpy_helper.from_array(np.float32(7), name) for name in ("fused_b", "fused_w0", "fused_map1")]
+    model = _outputs_all_net(taken)
+    model.graph.output.append(helper.make_tensor_value_info("fused_b", TensorProto.FLOAT, []))
+    rewritten = _copy(model)
+    assert len(qdq_rewrites.for_ort_cpu(rewritten)) == 2
+    onnx.checker.check_model(rewritten, full_check=True)
+    names = [i.name for i in rewritten.graph.initializer]
+    assert len(names) == len(set(names)) and "fused_b" in names
+    feeds = _feeds(rng, 6, 7)
+    for a, b in zip(_run_all(rewritten, feeds), _run_all(model, feeds), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def _per_axis(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The concat's requantization per channel (axis 1, two scales): not one set of parameters."""
+    for init in model.graph.initializer:
+        if init.name in ("sc", "zc"):
+            value = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array(np.repeat(value, 2), init.name))
+    for node in model.graph.node:
+        if node.name in ("cat_q", "cat_dq"):
+            node.attribute.append(helper.make_attribute("axis", 1))
+    return model
+
+
+def _second_consumer(model: onnx.ModelProto) -> onnx.ModelProto:
+    model.graph.node.append(helper.make_node("Identity", ["cat"], ["cat_float"], name="also_float"))
+    model.graph.output.append(helper.make_tensor_value_info("cat_float", TensorProto.FLOAT, ["n", "c", "h", "w"]))
+    return model
+
+
+def _int8_zero_point(model: onnx.ModelProto) -> onnx.ModelProto:
+    for init in model.graph.initializer:
+        if init.name == "zc":
+            init.CopyFrom(numpy_helper.from_array(np.int8(3), "zc"))
+    return model
+
+
+@pytest.mark.parametrize("change", [_per_axis, _second_consumer, _int8_zero_point])
+def test_concats_that_are_not_plain_copies_are_left_alone(change, feeds):
+    model = change(_concat_net((0.02, 0.02, 0.02)))
+    onnx.checker.check_model(model)
+    rewritten = _copy(model)
+    assert qdq_rewrites.integer_concats(rewritten) == []
+    assert rewritten == model

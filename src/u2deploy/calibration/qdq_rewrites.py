@@ -20,25 +20,39 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
+
+from .graph_edit import GraphEdit, attr
 
 
-class _Index:
-    """Producers, consumers and initializer values of one graph."""
+def _subgraph_inputs(graph: onnx.GraphProto) -> set[str]:
+    """Names read inside the If/Loop/Scan bodies of ``graph``'s nodes (at any depth)."""
+    names: set[str] = set()
+    for node in graph.node:
+        for a in node.attribute:
+            for body in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                names |= {i for n in body.node for i in n.input} | {o.name for o in body.output}
+                names |= _subgraph_inputs(body)
+    return names
+
+
+def _used(graph: onnx.GraphProto) -> set[str]:
+    return {i for n in graph.node for i in n.input} | {o.name for o in graph.output} | _subgraph_inputs(graph)
+
+
+class _Index(GraphEdit):
+    """Producers, consumers and positions of one graph's nodes, for finding a pattern and its uses."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
+        super().__init__(model)
         graph = model.graph
-        self.graph = graph
-        self.init = {i.name: i for i in graph.initializer}
         self.producer = {o: n for n in graph.node for o in n.output}
+        self.position = {o: i for i, n in enumerate(graph.node) for o in n.output}
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
         for node in graph.node:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
-        self.outputs = {o.name for o in graph.output}
-
-    def value(self, name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(self.init[name]) if name in self.init else None
+        self.outputs = {o.name for o in graph.output} | _subgraph_inputs(graph)  # uses a rewrite cannot see
 
     def only_consumer(self, tensor: str) -> onnx.NodeProto | None:
         users = self.consumers.get(tensor, [])
@@ -58,22 +72,28 @@ def _same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) ->
     return all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 def _drop_unused_dequantize(model: onnx.ModelProto) -> None:
     graph = model.graph
     while True:
-        used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+        used = _used(graph)
         kept = [n for n in graph.node if n.op_type != "DequantizeLinear" or n.output[0] in used]
         if len(kept) == len(graph.node):
             return
         del graph.node[:]
         graph.node.extend(kept)
+
+
+def _drop_stale(model: onnx.ModelProto, params: set[str]) -> None:
+    """Initializers in ``params`` nothing reads any more, and value_info of tensors nothing produces."""
+    graph = model.graph
+    used = _used(graph)
+    kept = [i for i in graph.initializer if i.name in used or i.name not in params]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    produced = {o for n in graph.node for o in n.output}
+    infos = [v for v in graph.value_info if v.name in produced]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
 
 
 def _rebuild(graph: onnx.GraphProto, replace: dict[str, list[onnx.NodeProto]], drop: set[str]) -> None:
@@ -111,6 +131,7 @@ def integer_concats(model: onnx.ModelProto) -> list[str]:
         done.append(f"{concat.name or concat.output[0]}: integer Concat")
     _rebuild(ix.graph, replace, drop)
     _drop_unused_dequantize(model)
+    _drop_stale(model, set())
     return done
 
 
@@ -122,11 +143,12 @@ def weighted_sums(model: onnx.ModelProto) -> list[str]:
     ix = _Index(model)
     replace: dict[str, list[onnx.NodeProto]] = {}
     drop: set[str] = set()
+    params_gone: set[str] = set()
     done: list[str] = []
     for conv in [n for n in ix.graph.node if n.op_type == "Conv"]:
         dq = ix.producer.get(conv.input[0])
         concat = ix.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        if concat is None or concat.op_type != "Concat" or _attr(concat, "axis", None) not in (1, -3):
+        if concat is None or concat.op_type != "Concat" or attr(concat, "axis", None) not in (1, -3):
             continue
         dq_user, concat_user = ix.only_consumer(dq.output[0]), ix.only_consumer(concat.output[0])
         if dq_user is None or dq_user.output[0] != conv.output[0] or concat_user is None \
@@ -136,32 +158,34 @@ def weighted_sums(model: onnx.ModelProto) -> list[str]:
         w = ix.value(conv.input[1])
         bias = ix.value(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else np.zeros(1, np.float32)
         n = len(concat.input)
-        if params is None or w is None or w.shape != (1, n, 1, 1) or bias is None or _attr(conv, "group", 1) != 1:
+        if params is None or w is None or w.shape != (1, n, 1, 1) or bias is None or attr(conv, "group", 1) != 1:
             continue  # n maps into n input channels: one channel each
-        if any(v != 1 for v in _attr(conv, "strides", [1, 1])) or any(_attr(conv, "pads", [0, 0, 0, 0])) \
-                or _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+        if any(v != 1 for v in attr(conv, "strides", [1, 1])) or any(attr(conv, "pads", [0, 0, 0, 0])) \
+                or attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
             continue
         base = conv.name or conv.output[0]
         nodes, terms = [], []
         for k, x in enumerate(concat.input):
-            weight = f"{conv.output[0]}_w{k}"
-            ix.graph.initializer.append(numpy_helper.from_array(w[:, k:k + 1].astype(np.float32), weight))
-            deq, term = f"{conv.output[0]}_map{k}", f"{conv.output[0]}_term{k}"
-            nodes += [helper.make_node("DequantizeLinear", [x, dq.input[1], dq.input[2]], [deq],
-                                       name=f"{base}_dq{k}"),
-                      helper.make_node("Mul", [deq, weight], [term], name=f"{base}_mul{k}")]
-            terms.append(term)
-        bias_name = f"{conv.output[0]}_b"
-        ix.graph.initializer.append(numpy_helper.from_array(bias.reshape(1, 1, 1, 1).astype(np.float32), bias_name))
-        nodes.append(helper.make_node("Sum", [*terms, bias_name], [conv.output[0]], name=f"{base}_sum"))
+            existing = [u for u in ix.consumers.get(x, []) if u.op_type == "DequantizeLinear"
+                        and ix.position[u.output[0]] < ix.position[conv.output[0]]
+                        and (p := ix.qparams(u)) is not None and _same(p, params)]
+            if existing:  # e.g. a side map that is also an output (--outputs all) is dequantized already
+                deq = existing[0].output[0]
+            else:
+                deq = ix.fresh(f"{conv.output[0]}_map{k}")
+                nodes.append(helper.make_node("DequantizeLinear", [x, dq.input[1], dq.input[2]], [deq],
+                                              name=ix.fresh(f"{base}_dq{k}")))
+            weight = ix.add_initializer(f"{conv.output[0]}_w{k}", w[:, k:k + 1].astype(np.float32))
+            terms.append(ix.fresh(f"{conv.output[0]}_term{k}"))
+            nodes.append(helper.make_node("Mul", [deq, weight], [terms[-1]], name=ix.fresh(f"{base}_mul{k}")))
+        bias_name = ix.add_initializer(f"{conv.output[0]}_b", bias.reshape(1, 1, 1, 1).astype(np.float32))
+        nodes.append(helper.make_node("Sum", [*terms, bias_name], [conv.output[0]], name=ix.fresh(f"{base}_sum")))
         replace[conv.output[0]] = nodes
         drop |= {dq.output[0], concat.output[0]}
+        params_gone |= set(conv.input[1:])
         done.append(f"{base}: weighted sum of its {n} maps")
     _rebuild(ix.graph, replace, drop)
-    used = {name for node in ix.graph.node for name in node.input}
-    kept = [i for i in ix.graph.initializer if i.name in used]
-    del ix.graph.initializer[:]
-    ix.graph.initializer.extend(kept)
+    _drop_stale(model, params_gone)
     return done
 
 

@@ -256,14 +256,17 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
         with atomic_path(output) as out_tmp:
             _quantize_with_ort(to_quantize, out_tmp, recipe, method, excluded, ort_cache)
             quantized = onnx.load(str(out_tmp))
-            manifest = _metadata(model, recipe, method, calib.describe(), stats, excluded, key)
+            prune_opsets(quantized)
+            applied = [name for name, on in (("mlas_conv_shapes", bool(changed)),
+                                             ("shared_concat_ranges", recipe.shared_concat_ranges)) if on]
+            if recipe.ort_cpu_qdq and (after := qdq_rewrites.for_ort_cpu(quantized)):
+                changed, applied = changed + after, [*applied, "ort_cpu_qdq"]
+            manifest = _metadata(model, recipe, method, calib.describe(), stats,
+                                 _float_nodes(quantized, excluded, changed), applied, key)
             del quantized.metadata_props[:]
             for k, v in manifest.items():
                 quantized.metadata_props.add(key=k, value=v)
             quantized.producer_name, quantized.producer_version = "u2deploy", __version__
-            prune_opsets(quantized)
-            if recipe.ort_cpu_qdq:
-                changed = changed + qdq_rewrites.for_ort_cpu(quantized)
             if target == "tensorrt":
                 dedicate_qdq_pairs(quantized)
             violations = qdq_rules.check_qdq(quantized) if target == "tensorrt" else []
@@ -369,8 +372,16 @@ def dedicate_qdq_pairs(model: onnx.ModelProto) -> int:
     return added
 
 
+def _float_nodes(quantized: onnx.ModelProto, excluded: list[str], rewritten: list[str]) -> list[str]:
+    """The nodes kept in float, as the written graph has them (a fusion conv may now be a weighted sum)."""
+    present = {n.name for n in quantized.graph.node}
+    summed = {line.rpartition(": ")[0] for line in rewritten if ": weighted sum" in line}
+    return [n if n in present else f"{n} (as a weighted sum)" for n in excluded if n in present or n in summed]
+
+
 def _metadata(model: onnx.ModelProto, recipe: Recipe, method: str, calib: dict[str, object],
-              stats: CalibrationStats | None, excluded: list[str], key: CacheKey) -> dict[str, str]:
+              stats: CalibrationStats | None, float_nodes: list[str], rewrites_applied: list[str],
+              key: CacheKey) -> dict[str, str]:
     meta = {p.key: p.value for p in model.metadata_props}
     used = stats.images if stats else calib["images"]
     return {**meta, "precision": "int8", "quant_target": recipe.target,
@@ -379,7 +390,7 @@ def _metadata(model: onnx.ModelProto, recipe: Recipe, method: str, calib: dict[s
                             f"{'per-channel' if recipe.per_channel else 'per-tensor'} weights",
             "calibration": f"method={method},images={used},seed={calib['seed']},folder={calib['folder']}",
             "calibration_images_sha256": str(calib["list_sha256"]),
-            "float_nodes": ",".join(excluded), "graph_rewrites": ",".join(recipe.graph_rewrites()) or "none",
+            "float_nodes": ",".join(float_nodes), "graph_rewrites": ",".join(rewrites_applied) or "none",
             "source_sha256": key.model_sha256,
             "quantizer": "onnxruntime.quantization.quantize_static", "u2deploy_version": __version__}
 

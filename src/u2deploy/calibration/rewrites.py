@@ -29,9 +29,10 @@ from collections.abc import Iterable
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from .cache import Ranges
+from .graph_edit import GraphEdit, attr
 
 VERSION = "mlas-conv-shapes/1"  # recorded in the calibration cache key: ranges depend on this graph
 INPUT_ALIGN = 4  # MLAS ConvSym: input channels % 4 == 0 (every x86 kernel)
@@ -42,49 +43,16 @@ SAME_QUANTIZATION_OPS = ("Resize", "MaxPool", "AveragePool", "Reshape", "Transpo
                          "Slice")  # ORT's quantizer gives their output the input's scale and zero point
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-class _Graph:
-    """Initializer lookup and collision-free names for one graph being rewritten."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.graph = model.graph
-        self.init = {i.name: i for i in self.graph.initializer}
-        self.names = set(self.init) | {n.name for n in self.graph.node} | {
-            o for n in self.graph.node for o in n.output} | {i.name for i in self.graph.input}
-
-    def fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
-        self.names.add(name)
-        return name
-
-    def weight(self, name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(self.init[name]) if name in self.init else None
-
-    def add_initializer(self, base: str, value: np.ndarray) -> str:
-        name = self.fresh(base)
-        self.graph.initializer.append(numpy_helper.from_array(value, name))
-        self.init[name] = self.graph.initializer[-1]
-        return name
-
-
-def _plain_conv(g: _Graph, node: onnx.NodeProto) -> np.ndarray | None:
+def _plain_conv(g: GraphEdit, node: onnx.NodeProto) -> np.ndarray | None:
     """The 4-D weight of a group-1 Conv whose weight (and bias) are initializers; else None."""
-    if node.op_type != "Conv" or _attr(node, "group", 1) != 1 or len(node.input) < 2:
+    if node.op_type != "Conv" or attr(node, "group", 1) != 1 or len(node.input) < 2:
         return None
-    w = g.weight(node.input[1])
-    if w is None or w.ndim != 4 or (len(node.input) > 2 and node.input[2] and g.weight(node.input[2]) is None):
+    w = g.value(node.input[1])
+    if w is None or w.ndim != 4 or (len(node.input) > 2 and node.input[2] and g.value(node.input[2]) is None):
         return None
     return w
 
@@ -96,7 +64,7 @@ def _conv(inputs: list[str], output: str, name: str, like: onnx.NodeProto | None
     return helper.make_node("Conv", inputs, [output], name=name, **{**copied, **attrs})
 
 
-def factor_single_output(g: _Graph, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+def factor_single_output(g: GraphEdit, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
     """k×k conv, one output channel → 1×1 per-tap conv + k×k one-hot sum conv (same geometry)."""
     w = _plain_conv(g, node)
     if w is None or w.shape[0] != 1 or not 1 < w.shape[2] * w.shape[3] <= MAX_TAPS:
@@ -117,7 +85,7 @@ def factor_single_output(g: _Graph, node: onnx.NodeProto) -> list[onnx.NodeProto
     ]
 
 
-def pad_channels(g: _Graph, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+def pad_channels(g: GraphEdit, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
     """Zero input channels up to a multiple of 4 and zero filters up to ≥ 16 (multiple of 8), sliced off after."""
     w = _plain_conv(g, node)
     if w is None:
@@ -139,7 +107,7 @@ def pad_channels(g: _Graph, node: onnx.NodeProto) -> list[onnx.NodeProto] | None
     inputs = [x, g.add_initializer(f"{node.name}_w_padded", wide)]
     if len(node.input) > 2 and node.input[2]:
         bias = np.zeros(out_p, w.dtype)
-        bias[:out_c] = g.weight(node.input[2])
+        bias[:out_c] = g.value(node.input[2])
         inputs.append(g.add_initializer(f"{node.name}_b_padded", bias))
     kernel = {"kernel_shape": list(w.shape[2:])}
     if out_p == out_c:
@@ -156,7 +124,7 @@ def pad_channels(g: _Graph, node: onnx.NodeProto) -> list[onnx.NodeProto] | None
 def fit_convs_to_mlas(model: onnx.ModelProto, skip: Iterable[str] = ()) -> list[str]:
     """Rewrite ``model`` in place so every group-1 Conv not in ``skip`` fits ConvSym; returns what changed."""
     skip = set(skip)
-    g = _Graph(model)
+    g = GraphEdit(model)
     done: list[str] = []
     replaced_params: set[str] = set()
     nodes = list(g.graph.node)
@@ -181,7 +149,7 @@ def fit_convs_to_mlas(model: onnx.ModelProto, skip: Iterable[str] = ()) -> list[
 
 def convsym_misfits(model: onnx.ModelProto) -> list[str]:
     """Group-1 Convs whose shapes keep them off MLAS ConvSym (what :func:`fit_convs_to_mlas` fixes)."""
-    g = _Graph(model)
+    g = GraphEdit(model)
     misfits = []
     for node in g.graph.node:
         w = _plain_conv(g, node)
