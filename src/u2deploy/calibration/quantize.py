@@ -24,7 +24,8 @@ linear kernel is 2.8× slower than float), side convs or the first conv kept in 
 weights (im2col + GEMM: 2× slower), the first conv as replicate + shift + 1×1, 2× upsampling as
 nearest + pad + depthwise blur (uint8 Pad runs in float), 2× upsampling as four exact depthwise
 phase convs on the edge-padded integers interleaved by Concat + Reshape (-0.7 %: the interleaving
-copies cost nearly what the Resize did; slower below 32 channels).
+copies cost nearly what the Resize did; slower below 32 channels), uint8 linear Resize for only the
+small maps (none faster at 2 threads).
 
 ``tensorrt``: what TensorRT's explicit quantization accepts and fuses (see :mod:`.qdq_rules`):
 symmetric int8 activations and weights, per-channel weights on axis 0, float biases, a dedicated
