@@ -132,13 +132,18 @@ def software() -> dict[str, Any]:
     }
 
 
-def describe(threads: int | None = None) -> dict[str, Any]:
-    """Hardware and software of this run; ``load_average`` tells a reader how contended the CPU was."""
+def load_average() -> list[float] | None:
+    """1-, 5- and 15-minute load averages, where the OS reports them: how contended the CPU was."""
     try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
-    return {"cpu": cpu(), "threads_used": threads, "gpu": gpu(), "load_average": load, "software": software()}
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def describe(threads: int | None = None) -> dict[str, Any]:
+    """Hardware and software of this run, with the load average at the time."""
+    return {"cpu": cpu(), "threads_used": threads, "gpu": gpu(), "load_average": load_average(),
+            "software": software()}
 
 
 def one_line(hw: dict[str, Any]) -> str:

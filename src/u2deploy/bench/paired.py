@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -42,14 +41,6 @@ ROUND_S = 0.3  # target wall time of the slowest artifact's burst: short enough 
 # for a while after a run, and on a small machine the previous artifact's spinning pool steals cores
 # from the next one (measured here, 2 cores: U²-Net† INT8/FP32 0.348× without the pause, 0.325× with).
 SETTLE_S = 0.05
-
-
-def load_average() -> list[float] | None:
-    """1-, 5- and 15-minute load averages, where the OS reports them."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
 
 
 def _warm_up(step: Step, synchronize: Callable[[], None], warmup_s: float,
@@ -141,7 +132,7 @@ def run_paired(artifacts: Sequence[str], opts: LatencyOptions, round_s: float = 
         batch_size = opened[0][4]
         batch = np.random.default_rng(0).standard_normal((batch_size, 3, *size), dtype=np.float32)
         steps = [(model_step(runner, batch, opts), runner.synchronize) for _, runner, _, _, _ in opened]
-        load_start = load_average()
+        load_start = hardware.load_average()
         per_call = []
         for (artifact, *_), (step, synchronize) in zip(opened, steps, strict=True):
             log.info("warming up %s, batch %d, %dx%d ...", artifact, batch_size, *size)
@@ -151,7 +142,7 @@ def run_paired(artifacts: Sequence[str], opts: LatencyOptions, round_s: float = 
                  k, MIN_ROUNDS, opts.min_time_s)
         settle_s = SETTLE_S if threads > 1 else 0.0
         round_ms, duration_s = interleave(steps, k, opts.min_time_s, clock=clock, settle_s=settle_s)
-        load_end = load_average()
+        load_end = hardware.load_average()
         base = round_ms[0]
         results = []
         for (artifact, runner, notes, _, _), (step, _), times in zip(opened, steps, round_ms, strict=True):

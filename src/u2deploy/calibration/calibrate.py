@@ -42,6 +42,15 @@ def method_options(method: str) -> dict[str, object]:
     raise U2Error(f"--method {method}: expected one of {', '.join(METHODS)}")
 
 
+def ort_method(method: str):
+    """ONNX Runtime's CalibrationMethod for ``method``."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    method_options(method)  # one-line error for an unknown name
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[method]
+
+
 @dataclass
 class CalibrationStats:
     seconds: float
@@ -82,18 +91,15 @@ def _chunks(calib: CalibrationSet, batch: int, images_per_chunk: int) -> Iterato
 def calibrate(model_path: Path, calib: CalibrationSet, method: str, batch: int = 1,
               progress: bool = True) -> tuple[Ranges, CalibrationStats]:
     """(lowest, highest) of every float tensor of the model over the calibration images."""
-    from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
     from tqdm import tqdm
 
     options = method_options(method)
-    ort_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[method]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="u2calib.") as tmp:
         augmented = str(Path(tmp) / "augmented.onnx")
         calibrator = create_calibrator(model_path, None, augmented_model_path=augmented,
-                                       calibrate_method=ort_method, extra_options=options)
+                                       calibrate_method=ort_method(method), extra_options=options)
         bar = tqdm(total=len(calib.files), desc=f"calibrating ({method})", unit="img", disable=not progress,
                    leave=False)
         with bar:
@@ -115,10 +121,7 @@ def calibrate(model_path: Path, calib: CalibrationSet, method: str, batch: int =
 
 def to_tensors_data(ranges: Ranges, method: str):
     """ONNX Runtime's form of the ranges, for its quantizer."""
-    from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import TensorData, TensorsData
 
-    ort_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[method]
-    return TensorsData(ort_method, {name: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+    return TensorsData(ort_method(method), {name: TensorData(lowest=np.float32(lo), highest=np.float32(hi))
                                     for name, (lo, hi) in ranges.items()})

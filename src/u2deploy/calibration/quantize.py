@@ -52,7 +52,7 @@ from ..files import sha256_of as file_sha256
 from ..validate import Comparison, compare_maps
 from . import qdq_rewrites, qdq_rules, rewrites
 from .cache import CacheKey, load_ranges, save_ranges
-from .calibrate import CalibrationStats, calibrate, method_options, to_tensors_data
+from .calibrate import CalibrationStats, calibrate, method_options, ort_method, to_tensors_data
 from .dataset import DEFAULT_CALIB_DIR, DEFAULT_NUM, calibration_set, input_spec
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
 
 def _quantize_with_ort(prepared: Path, out: Path, recipe: Recipe, method: str, excluded: list[str],
                        ort_cache: Path) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     quiet = logging.getLogger()
     level = quiet.level
@@ -306,8 +306,7 @@ def _quantize_with_ort(prepared: Path, out: Path, recipe: Recipe, method: str, e
             per_channel=recipe.per_channel, reduce_range=False,
             activation_type=getattr(QuantType, recipe.activation_type),
             weight_type=getattr(QuantType, recipe.weight_type), nodes_to_exclude=excluded,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[method],
+            calibrate_method=ort_method(method),
             extra_options=dict(recipe.extra_options), calibration_cache_path=str(ort_cache))
     except Exception as exc:  # ORT raises ValueError, RuntimeError, its own Fail types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper
 
+from ..engines.ort import cpu_session, with_outputs
 from ..errors import U2Error
 
 
@@ -31,26 +32,8 @@ class LayerError:
     max_ref: float
 
 
-def _with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
-    probe = onnx.ModelProto.FromString(model.SerializeToString())
-    existing = {o.name for o in probe.graph.output}
-    for name in names:
-        if name not in existing:
-            probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    return probe.SerializeToString()
-
-
-def _session(data: bytes):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-
-def _collect(data: bytes, names: list[str], x: np.ndarray) -> dict[str, list[np.ndarray]]:
-    session = _session(data)
+def _collect(model: onnx.ModelProto, names: list[str], x: np.ndarray) -> dict[str, list[np.ndarray]]:
+    session = cpu_session(with_outputs(model, names), optimise=False)
     input_name = session.get_inputs()[0].name
     outs: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for row in x:
@@ -111,9 +94,9 @@ def layer_errors(float_model: onnx.ModelProto, quantized: onnx.ModelProto, x: np
         raise U2Error("no layer of the float model is found by name in the quantized one")
     tensors = dict.fromkeys([out for _, out in layers] + [i for n, _ in layers for i in n.input if i in producer])
     names = {t: q for t in tensors if (q := in_quantized(t)) is not None}
-    ref = _collect(_with_outputs(float_model, list(names)), list(names), x)
+    ref = _collect(float_model, list(names), x)
     q_names = list(dict.fromkeys(names.values()))
-    got_q = _collect(_with_outputs(quantized, q_names), q_names, x)
+    got_q = _collect(quantized, q_names, x)
     got = {t: got_q[q] for t, q in names.items()}
     sqnr = {name: sqnr_db(np.concatenate(ref[name]), np.concatenate(got[name])) for name in names}
     errors = []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from ..errors import U2Error
 from .base import ArtifactInfo, Runner
@@ -72,13 +74,30 @@ class OnnxRuntimeRunner(Runner):
         self.session = None  # type: ignore[assignment]
 
 
-def cpu_session(path: str | Path):
-    """A quiet CPU session: what the export and precision stages verify their graphs with."""
+def cpu_session(model: str | Path | bytes | onnx.ModelProto, optimise: bool = True):
+    """A quiet CPU session: what the export and precision stages verify their graphs with.
+
+    ``optimise=False`` keeps every node as written, so intermediate tensors keep their names and
+    Q/DQ or FP16-rounding nodes are not fused away.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if not optimise:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else (
+        model if isinstance(model, bytes) else str(model))
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the float tensors ``names``, to read them in one run."""
+    probe = onnx.ModelProto.FromString(model.SerializeToString())
+    existing = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                              for name in dict.fromkeys(names) if name not in existing)
+    return probe
 
 
 def run_first_output(session, x: np.ndarray, batch: int | None = None) -> np.ndarray:

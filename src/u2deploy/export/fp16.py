@@ -28,7 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
-from ..engines.ort import run_first_output
+from ..engines.ort import cpu_session, run_first_output, with_outputs
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
 from ..validate import Comparison, compare_maps
@@ -218,20 +218,10 @@ def _round_pair(name: str, nodes: list[onnx.NodeProto]) -> str:
 
 def activation_ranges(model: onnx.ModelProto, x: np.ndarray) -> dict[str, float]:
     """Largest |value| of every float tensor over the batches of ``x`` (one image at a time)."""
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto.FromString(model.SerializeToString())
-    floats = _float_tensors(probe)
-    existing = {o.name for o in probe.graph.output}
-    inits = {i.name for i in probe.graph.initializer}
-    names = [out for n in probe.graph.node for out in n.output if out in floats and out not in inits]
-    for name in names:
-        if name not in existing:
-            probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    floats = _float_tensors(model)
+    inits = {i.name for i in model.graph.initializer}
+    names = [out for n in model.graph.node for out in n.output if out in floats and out not in inits]
+    session = cpu_session(with_outputs(model, names), optimise=False)
     input_name = session.get_inputs()[0].name
     out_names = [o.name for o in session.get_outputs()]
     peak: dict[str, float] = dict.fromkeys(out_names, 0.0)
@@ -243,17 +233,6 @@ def activation_ranges(model: onnx.ModelProto, x: np.ndarray) -> dict[str, float]
             finite = np.abs(value[np.isfinite(value)])
             peak[name] = max(peak[name], float(finite.max()) if finite.size else 0.0)
     return peak
-
-
-def _session(model: onnx.ModelProto | Path, optimise: bool = True):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if not optimise:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    data = str(model) if isinstance(model, Path) else model.SerializeToString()
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 def _load_fp32(path: Path) -> onnx.ModelProto:
@@ -304,8 +283,8 @@ def convert_fp16_model(onnx_path: str | Path, output: str | Path | None = None, 
     for k, v in manifest.items():
         half.metadata_props.add(key=k, value=v)
     half.producer_name, half.producer_version = "u2deploy", __version__
-    reference = run_first_output(_session(source), x)
-    emulation = _session(emulation_model(model, fp32_nodes), optimise=False)
+    reference = run_first_output(cpu_session(source), x)
+    emulation = cpu_session(emulation_model(model, fp32_nodes), optimise=False)
     emulated = compare_maps(run_first_output(emulation, x), reference)
     with atomic_path(output) as tmp:
         onnx.save(half, str(tmp))
@@ -314,7 +293,7 @@ def convert_fp16_model(onnx_path: str | Path, output: str | Path | None = None, 
         except onnx.checker.ValidationError as exc:
             first = str(exc).splitlines()[0]
             raise U2Error(f"{output}: the FP16 graph fails onnx.checker ({first})") from None
-        ort_cpu = compare_maps(run_first_output(_session(tmp), x), reference)
+        ort_cpu = compare_maps(run_first_output(cpu_session(tmp), x), reference)
         if ort_cpu.nonfinite or emulated.nonfinite:
             bad = max(ort_cpu.nonfinite, emulated.nonfinite)
             raise U2Error(f"{output}: FP16 outputs hold {bad} NaN/Inf values; nothing written")

@@ -152,7 +152,7 @@ def export_onnx(variant: str | None = "small", weights: str | Path | None = None
         if dynamic_hw:
             for other in ((size[0] * 3 // 4 + 5, size[1] * 5 // 4 + 3), (size[0] + 13, size[1] - 7)):
                 xo = preprocess.fast(images[:2], other, loaded.info.mean, loaded.info.std)
-                got = run_first_output(session, xo, None if dynamic_batch else batch)
+                got = run_first_output(session, xo, static_batch)
                 checks.append((f"{other[0]}×{other[1]}", compare_maps(got, _torch_d0(model, xo), fp32.max_abs)))
         failed = [(what, c) for what, c in checks if not c.passed]
         if failed:
