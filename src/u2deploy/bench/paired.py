@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import hardware
 from ..errors import U2Error
-from . import hardware
 from .latency import (
     LatencyOptions,
     Step,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .. import hardware
 from ..data import postprocess, preprocess
 from ..data.datasets import Dataset
 from ..data.images import read_image
@@ -44,7 +45,8 @@ class ParityRow:
     def entry(self) -> dict[str, Any]:
         return {**self.evaluation.entry(), "delta_maxF": round(self.delta_maxf, 6),
                 "delta_mae": round(self.delta_mae, 6), "max_abs_diff": float(f"{self.max_abs:.3g}"),
-                "mean_abs_diff": float(f"{self.mean_abs:.3g}"), "size_bytes": self.size_bytes,
+                "mean_abs_diff": float(f"{self.mean_abs:.3g}"), "map_mean_abs": round(self.mean_abs, 6),
+                "size_bytes": self.size_bytes,
                 "ms_per_image": round(self.seconds_per_image * 1e3, 2), "limits": self.limits,
                 "pass": self.passed, **({"reason": self.reason} if self.reason else {})}
 
@@ -62,7 +64,7 @@ class ParityReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "n": self.n, "size": list(self.size),
-                "results": [r.entry() for r in self.rows]}
+                "results": [r.entry() for r in self.rows], "hardware": hardware.describe()}
 
 
 def _maps(runner: Runner, x: np.ndarray, batch: int) -> tuple[np.ndarray, float]:
@@ -117,7 +119,7 @@ def _judge(ev: Evaluation, ref: Evaluation, d0: np.ndarray, ref_d0: np.ndarray, 
     tol = tolerance_for(ev.precision or "fp32")
     limits = {"delta_maxF": max_delta_maxf if max_delta_maxf is not None else tol.delta_maxf,
               "delta_mae": max_delta_mae if max_delta_mae is not None else tol.delta_mae,
-              "max_abs_diff": tol.max_abs}
+              "max_abs_diff": tol.max_abs, "map_mean_abs": tol.mean_abs}
     cmp = compare_maps(d0, ref_d0, limits["max_abs_diff"])
     row = ParityRow(ev, size_bytes, per_image,
                     delta_maxf=ev.metrics["maxF"] - ref.metrics["maxF"],
@@ -130,6 +132,8 @@ def _judge(ev: Evaluation, ref: Evaluation, d0: np.ndarray, ref_d0: np.ndarray, 
         failures.append(f"|ΔmaxFβ| {abs(row.delta_maxf):.4f} > {limits['delta_maxF']}")
     if abs(row.delta_mae) > limits["delta_mae"]:
         failures.append(f"|ΔMAE| {abs(row.delta_mae):.4f} > {limits['delta_mae']}")
+    if cmp.mean_abs > limits["map_mean_abs"]:
+        failures.append(f"map mean|Δ| {cmp.mean_abs:.4f} > {limits['map_mean_abs']:g}")
     if limits["max_abs_diff"] is not None and cmp.max_abs > limits["max_abs_diff"]:
         failures.append(f"max|Δ| {cmp.max_abs:.2g} > {limits['max_abs_diff']:g}")
     row.passed, row.reason = not failures, "; ".join(failures)
@@ -139,7 +143,7 @@ def _judge(ev: Evaluation, ref: Evaluation, d0: np.ndarray, ref_d0: np.ndarray, 
 def format_parity(report: ParityReport) -> str:
     """One row per backend with a ✅/❌ status, as Ultralytics' benchmark prints."""
     header = ("", "backend", "precision", "artifact", "size", *("maxFβ", "MAE", "wFβ", "Sm", "relaxFbβ"),
-              "ΔmaxFβ", "ΔMAE", "max|Δ|", "ms/img")
+              "ΔmaxFβ", "ΔMAE", "max|Δ|", "mean|Δ|", "ms/img")
     rows = []
     for r in report.rows:
         e = r.evaluation
@@ -148,9 +152,11 @@ def format_parity(report: ParityReport) -> str:
         rows.append(("✅" if r.passed else "❌", e.backend, e.precision or "-", Path(e.artifact).name, size,
                      *(f"{e.metrics[k]:.4f}" for k in METRIC_KEYS),
                      "ref" if ref else f"{r.delta_maxf:+.4f}", "ref" if ref else f"{r.delta_mae:+.4f}",
-                     "ref" if ref else f"{r.max_abs:.1e}", f"{r.seconds_per_image * 1e3:.1f}"))
+                     "ref" if ref else f"{r.max_abs:.1e}", "ref" if ref else f"{r.mean_abs:.1e}",
+                     f"{r.seconds_per_image * 1e3:.1f}"))
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in (header, *rows)]
-    lines.insert(0, f"{report.dataset}: {report.n} images at {report.size[0]}×{report.size[1]}")
+    lines.insert(0, f"{report.dataset}: {report.n} images at {report.size[0]}×{report.size[1]} · "
+                    f"{hardware.isa_line()}")
     lines += [f"❌ {Path(r.evaluation.artifact).name}: {r.reason}" for r in report.rows if not r.passed]
     return "\n".join(lines)

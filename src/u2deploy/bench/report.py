@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .hardware import one_line
+from ..hardware import one_line
 from .latency import format_ms
 
 Row = Sequence[str]

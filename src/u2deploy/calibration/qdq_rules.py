@@ -48,7 +48,9 @@ class Violation:
         return f"[{self.rule}] {self.node}: {self.message}"
 
 
-class _Graph:
+class QdqGraph:
+    """A graph indexed for rule checks: constants by name, producer and consumers of every tensor."""
+
     def __init__(self, model: onnx.ModelProto) -> None:
         self.model = model
         self.nodes = list(model.graph.node)
@@ -76,7 +78,7 @@ def _axis(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
 
-def _check_opset(g: _Graph) -> list[Violation]:
+def _check_opset(g: QdqGraph) -> list[Violation]:
     version = next((o.version for o in g.model.opset_import if o.domain in ("", "ai.onnx")), None)
     if version is None or not MIN_OPSET <= version <= MAX_OPSET:
         return [Violation("opset", "model", f"default-domain opset {version}, TensorRT's explicit "
@@ -84,7 +86,7 @@ def _check_opset(g: _Graph) -> list[Violation]:
     return []
 
 
-def _check_qdq_node(g: _Graph, node: onnx.NodeProto) -> list[Violation]:
+def _check_qdq_node(g: QdqGraph, node: onnx.NodeProto) -> list[Violation]:
     found: list[Violation] = []
     name = _name(node)
     if node.domain not in ("", "ai.onnx"):
@@ -117,7 +119,7 @@ def _check_qdq_node(g: _Graph, node: onnx.NodeProto) -> list[Violation]:
     return found
 
 
-def _check_per_channel(g: _Graph, node: onnx.NodeProto, name: str) -> list[Violation]:
+def _check_per_channel(g: QdqGraph, node: onnx.NodeProto, name: str) -> list[Violation]:
     """Per-channel scales are for weights only, on the consumer's output-channel axis."""
     src = g.producer.get(node.input[0])
     is_weight = node.input[0] in g.constants or (
@@ -136,7 +138,7 @@ def _check_per_channel(g: _Graph, node: onnx.NodeProto, name: str) -> list[Viola
     return found
 
 
-def _check_pairs(g: _Graph, node: onnx.NodeProto) -> list[Violation]:
+def _check_pairs(g: QdqGraph, node: onnx.NodeProto) -> list[Violation]:
     name = _name(node)
     consumers = g.consumers.get(node.output[0], [])
     if node.op_type == "QuantizeLinear":
@@ -158,7 +160,7 @@ def _check_pairs(g: _Graph, node: onnx.NodeProto) -> list[Violation]:
     return []
 
 
-def _same_params(g: _Graph, q: onnx.NodeProto, dq: onnx.NodeProto) -> bool:
+def _same_params(g: QdqGraph, q: onnx.NodeProto, dq: onnx.NodeProto) -> bool:
     for i in (1, 2):
         a = g.const(q.input[i]) if len(q.input) > i and q.input[i] else None
         b = g.const(dq.input[i]) if len(dq.input) > i and dq.input[i] else None
@@ -167,7 +169,7 @@ def _same_params(g: _Graph, q: onnx.NodeProto, dq: onnx.NodeProto) -> bool:
     return _axis(q) == _axis(dq) or g.const(q.input[1]).size == 1  # type: ignore[union-attr]
 
 
-def _check_float_outputs(g: _Graph) -> list[Violation]:
+def _check_float_outputs(g: QdqGraph) -> list[Violation]:
     found = []
     for out in g.model.graph.output:
         if out.type.tensor_type.elem_type != TensorProto.FLOAT:
@@ -189,7 +191,7 @@ def check_qdq(model: onnx.ModelProto | str | Path) -> list[Violation]:
     """Every rule violation in the graph (empty: TensorRT's explicit quantization accepts it)."""
     if not isinstance(model, onnx.ModelProto):
         model = load_onnx(model)
-    g = _Graph(model)
+    g = QdqGraph(model)
     found = _check_opset(g)
     for node in g.nodes:
         if node.op_type in Q_OPS:
@@ -229,3 +231,25 @@ def report(violations: list[Violation], source: str, model: onnx.ModelProto | No
         more = f" (and {len(items) - 1} more)" if len(items) > 1 else ""
         lines.append(f"  {items[0]}{more}")
     return "\n".join(lines)
+
+
+def check_rules(path: str | Path, rules: str = "auto") -> tuple[str, bool]:
+    """``u2export check-qdq``: the report for one rule set ("tensorrt", "cpu" or "auto"), and whether it passed."""
+    from . import saturation
+
+    model = load_onnx(path)
+    if not model.graph.node:
+        raise U2Error(f"{path}: not an ONNX model (no graph)")
+    if rules == "auto":
+        target = next((p.value for p in model.metadata_props if p.key == "quant_target"), "tensorrt")
+        rules = "cpu" if target == "cpu" else "tensorrt"
+    if rules not in ("tensorrt", "cpu"):
+        raise U2Error(f"--rules {rules}: expected tensorrt, cpu or auto")
+    if count_qdq(model) == (0, 0) and not any(n.op_type.startswith("QLinear") or n.op_type.endswith("Integer")
+                                              for n in model.graph.node):
+        return f"{path}: no quantized nodes to check (a float model)", True
+    if rules == "cpu":
+        violations, bounds = saturation.check_saturation(model)
+        return saturation.report(violations, bounds, str(path)), not violations
+    violations = check_qdq(model)
+    return report(violations, str(path), model), not violations

@@ -38,19 +38,19 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from .. import __version__
+from .. import __version__, hardware
 from ..engines.ort import cpu_session, run_first_output
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
 from ..files import sha256_of as file_sha256
 from ..validate import Comparison, compare_maps
-from . import qdq_rewrites, qdq_rules, rewrites
+from . import qdq_rewrites, qdq_rules, rewrites, saturation
 from .cache import CacheKey, load_ranges, save_ranges
 from .calibrate import CalibrationStats, calibrate, method_options, ort_method, to_tensors_data
 from .dataset import DEFAULT_CALIB_DIR, DEFAULT_NUM, calibration_set, input_spec
@@ -76,10 +76,11 @@ class Recipe:
     mlas_conv_shapes: bool = False  # rewrites.fit_convs_to_mlas before quantizing
     shared_concat_ranges: bool = False  # rewrites.shared_concat_ranges on the calibrated ranges
     ort_cpu_qdq: bool = False  # qdq_rewrites.for_ort_cpu on the quantized graph
+    weight_range: str = "int8"  # "int8" (-127…127) or "int7" (-64…64, ORT's reduce_range): see .saturation
 
     def describe(self) -> dict[str, object]:
         return {"format": self.quant_format, "activations": self.activation_type, "weights": self.weight_type,
-                "per_channel": self.per_channel, "op_types": list(self.op_types),
+                "weight_range": self.weight_range, "per_channel": self.per_channel, "op_types": list(self.op_types),
                 "graph_rewrites": self.graph_rewrites()}
 
     def graph_rewrites(self) -> list[str]:
@@ -92,7 +93,7 @@ RECIPES = {
     "cpu": Recipe("cpu", "QDQ", "QUInt8", "QInt8", True,
                   ("Conv", "Relu", "MaxPool", "Resize", "Concat", "Add"),
                   {"ActivationSymmetric": False, "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True},
-                  mlas_conv_shapes=True, shared_concat_ranges=True, ort_cpu_qdq=True),
+                  mlas_conv_shapes=True, shared_concat_ranges=True, ort_cpu_qdq=True, weight_range="int7"),
     "tensorrt": Recipe("tensorrt", "QDQ", "QInt8", "QInt8", True, ("Conv", "Add"),
                        {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                         "DedicatedQDQPair": True, "QDQKeepRemovableActivations": True}),
@@ -114,11 +115,16 @@ class QuantizeResult:
     violations: list[qdq_rules.Violation]
     manifest: dict[str, str]
     rewritten_nodes: list[str] = field(default_factory=list)
+    saturation_bounds: list[saturation.ChannelBound] = field(default_factory=list)
 
     def status_line(self) -> str:
         calib = (f"calibrated {self.calibration.images} images in {self.calibration.seconds:.0f} s"
                  if self.calibration else f"ranges from {self.cache}")
         check = ("TensorRT Q/DQ rules: pass · " if self.target == "tensorrt" and not self.violations else "")
+        if self.target == "cpu":
+            check += (f"{self.manifest['weight_bits']}-bit weights, saturation-safe on every x86 CPU · "
+                      if self.manifest["requires_int8_dot_product"] == "false" else
+                      "8-bit weights: accurate only on CPUs with VNNI, AMX or ARM dot product · ")
         if self.rewritten_nodes:
             check += f"{len(self.rewritten_nodes)} graph rewrites for ONNX Runtime's x86 kernels · "
         ratio = self.size_bytes / self.source_size_bytes
@@ -199,8 +205,13 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
                    target: str = "tensorrt", num: int | None = DEFAULT_NUM, method: str = "minmax",
                    seed: int = 0, exclude: list[str] | tuple[str, ...] = (), keep_head_float: bool = True,
                    cache: str | Path | None = None, recalibrate: bool = False,
-                   progress: bool = True, n_verify: int = 4, recipe: Recipe | None = None) -> QuantizeResult:
-    """The whole INT8 stage; raises :class:`U2Error` and leaves no output file when a step fails."""
+                   progress: bool = True, n_verify: int = 4, recipe: Recipe | None = None,
+                   vnni_only: bool = False) -> QuantizeResult:
+    """The whole INT8 stage; raises :class:`U2Error` and leaves no output file when a step fails.
+
+    ``vnni_only`` keeps full-range 8-bit weights for ``cpu``: exact where int8 dot products
+    accumulate in 32 bits (VNNI, AMX, ARM), saturating on other x86 CPUs (see :mod:`.saturation`).
+    """
     started = time.perf_counter()
     if target not in TARGETS:
         raise U2Error(f"--target {target}: expected one of {', '.join(TARGETS)}")
@@ -214,6 +225,10 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
     check_writable(output)
     cache = Path(cache) if cache is not None else default_cache(source)
     recipe = recipe or RECIPES[target]
+    if vnni_only:
+        if target != "cpu":
+            raise U2Error("--vnni-only applies to --target cpu (TensorRT's int8 kernels do not saturate)")
+        recipe = replace(recipe, weight_range="int8")
     calib = calibration_set(calib_dir if calib_dir is not None else DEFAULT_CALIB_DIR, spec, num, seed)
     key = CacheKey(model_sha256=file_sha256(source), preprocessing=spec.as_dict(), images=calib.digest,
                    n_images=len(calib.files), method=method,
@@ -262,8 +277,9 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
                                              ("shared_concat_ranges", recipe.shared_concat_ranges)) if on]
             if recipe.ort_cpu_qdq and (after := qdq_rewrites.for_ort_cpu(quantized)):
                 changed, applied = changed + after, [*applied, "ort_cpu_qdq"]
+            bounds = _check_saturation(quantized, output, vnni_only) if target == "cpu" else []
             manifest = _metadata(model, recipe, method, calib.describe(), stats,
-                                 _float_nodes(quantized, excluded, changed), applied, key)
+                                 _float_nodes(quantized, excluded, changed), applied, key, bounds)
             del quantized.metadata_props[:]
             for k, v in manifest.items():
                 quantized.metadata_props.add(key=k, value=v)
@@ -284,11 +300,25 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
         "verification_vs_fp32_onnx": {"max_abs": vs_fp32.max_abs, "mean_abs": vs_fp32.mean_abs,
                                       "nonfinite": vs_fp32.nonfinite, "images": vs_fp32.n_maps},
         "tensorrt_qdq_rules": "pass" if target == "tensorrt" else "not checked (cpu target)",
+        "cpu_saturation_check": ({"int8_nodes": len(bounds), "worst_pair_sum": max((b.worst for b in bounds),
+                                                                                     default=0),
+                                  "bound": saturation.INT16_MAX,
+                                  "nodes_that_can_saturate": [b.node for b in bounds if not b.safe]}
+                                 if target == "cpu" else "not checked (TensorRT does not saturate)"),
+        "built_on": hardware.build_host(),
     })
     return QuantizeResult(path=output, target=target, method=method, seconds=time.perf_counter() - started,
                           size_bytes=size_bytes, source_size_bytes=source.stat().st_size, calibration=stats,
                           cache=cache, excluded=excluded, vs_fp32=vs_fp32, violations=violations,
-                          manifest=manifest, rewritten_nodes=changed)
+                          manifest=manifest, rewritten_nodes=changed, saturation_bounds=bounds)
+
+
+def _check_saturation(quantized: onnx.ModelProto, output: Path, vnni_only: bool) -> list[saturation.ChannelBound]:
+    """The saturation proof of a cpu graph; a graph that fails it is written only when asked for VNNI."""
+    violations, bounds = saturation.check_saturation(quantized)
+    if violations and not vnni_only:
+        raise U2Error(saturation.report(violations, bounds, str(output)).splitlines()[0] + "; nothing written")
+    return bounds
 
 
 def _quantize_with_ort(prepared: Path, out: Path, recipe: Recipe, method: str, excluded: list[str],
@@ -303,7 +333,7 @@ def _quantize_with_ort(prepared: Path, out: Path, recipe: Recipe, method: str, e
             str(prepared), str(out), calibration_data_reader=None,
             quant_format=getattr(QuantFormat, recipe.quant_format),
             op_types_to_quantize=list(recipe.op_types),
-            per_channel=recipe.per_channel, reduce_range=False,
+            per_channel=recipe.per_channel, reduce_range=recipe.weight_range == "int7",
             activation_type=getattr(QuantType, recipe.activation_type),
             weight_type=getattr(QuantType, recipe.weight_type), nodes_to_exclude=excluded,
             calibrate_method=ort_method(method),
@@ -381,13 +411,19 @@ def _float_nodes(quantized: onnx.ModelProto, excluded: list[str], rewritten: lis
 
 def _metadata(model: onnx.ModelProto, recipe: Recipe, method: str, calib: dict[str, object],
               stats: CalibrationStats | None, float_nodes: list[str], rewrites_applied: list[str],
-              key: CacheKey) -> dict[str, str]:
+              key: CacheKey, bounds: list[saturation.ChannelBound]) -> dict[str, str]:
     meta = {p.key: p.value for p in model.metadata_props}
     used = stats.images if stats else calib["images"]
+    bits = 7 if recipe.weight_range == "int7" else 8
+    safe = all(b.safe for b in bounds)
     return {**meta, "precision": "int8", "quant_target": recipe.target,
             "quant_format": f"{recipe.quant_format} {recipe.activation_type[1:].lower()} activations, "
                             f"{recipe.weight_type[1:].lower()} "
                             f"{'per-channel' if recipe.per_channel else 'per-tensor'} weights",
+            "weight_bits": str(bits),
+            # Read by the ONNX Runtime runner: a CPU without an int8 dot product gets other numbers.
+            "requires_int8_dot_product": "true" if recipe.target == "cpu" and not safe else "false",
+            "built_on": hardware.isa_line(),
             "calibration": f"method={method},images={used},seed={calib['seed']},folder={calib['folder']}",
             "calibration_images_sha256": str(calib["list_sha256"]),
             "float_nodes": ",".join(float_nodes), "graph_rewrites": ",".join(rewrites_applied) or "none",

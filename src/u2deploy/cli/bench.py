@@ -136,6 +136,25 @@ def claims_command(
         typer.echo(f"results: {write_json(json_out, report)}")
 
 
+@app.command("int8-ceiling")
+def int8_ceiling_command(
+    threads: Annotated[int, typer.Option("--threads", min=1, help="ONNX Runtime intra-op threads.")] = 2,
+    min_time_s: Annotated[float, typer.Option(
+        "--min-time-s", min=0, help="Timed seconds per convolution (at least 15 rounds).")] = 6.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here (JSON).")] = None,
+) -> None:
+    """INT8/FP32 speed of single convolutions here: the ratio a whole INT8 model is judged against."""
+    from ..bench import int8_ceiling
+    from ..files import check_writable, write_json
+
+    if json_out is not None:
+        check_writable(json_out)
+    result = int8_ceiling.measure(threads, min_time_s)
+    typer.echo(int8_ceiling.render(result))
+    if json_out is not None:
+        typer.echo(f"results: {write_json(json_out, result)}")
+
+
 def _parse_hw(size: str | None) -> tuple[int, int] | None:
     if size is None:
         return None
@@ -215,7 +234,8 @@ def parity_command(
         write_json(json_out, report.to_json())
         typer.echo(f"results: {json_out}")
     if plot is not None:
-        curves = [r.evaluation.curve(f"{r.evaluation.backend} {r.evaluation.precision}") for r in report.rows]
+        curves = [r.evaluation.curve(f"{Path(r.evaluation.artifact).name} ({r.evaluation.backend} "
+                                     f"{r.evaluation.precision})") for r in report.rows]
         typer.echo(f"curves: {plot_pr_curves(curves, plot, title=f'{report.dataset}, n={report.n}')}")
     if not report.passed:
         raise typer.Exit(1)

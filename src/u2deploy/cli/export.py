@@ -121,14 +121,17 @@ def quantize_command(
                      ] = None,
     recalibrate: Annotated[bool, typer.Option("--recalibrate", help="Overwrite the cache.")] = False,
     sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Print per-layer errors.")] = False,
+    vnni_only: Annotated[bool, typer.Option(
+        "--vnni-only", help="cpu: full 8-bit weights, exact only on CPUs with VNNI, AMX or ARM dot product "
+                            "(the default 7-bit weights cannot saturate on any x86 CPU).")] = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Default MODEL_int8[_trt].onnx.")
                       ] = None,
 ) -> None:
-    """INT8 Q/DQ ONNX, calibrated; TensorRT's Q/DQ rules checked for --target tensorrt."""
+    """INT8 Q/DQ ONNX, calibrated; checked against TensorRT's Q/DQ rules or x86 saturation (cpu)."""
     from ..calibration.quantize import quantize_model
 
     r = quantize_model(model, calib, output, target=target, num=num, method=method, seed=seed,
-                       exclude=exclude or [], cache=cache, recalibrate=recalibrate)
+                       exclude=exclude or [], cache=cache, recalibrate=recalibrate, vnni_only=vnni_only)
     if sensitivity:
         from ..calibration import DEFAULT_CALIB_DIR
         from ..calibration.sensitivity import report, sensitivity
@@ -138,14 +141,18 @@ def quantize_command(
 
 
 @app.command("check-qdq")
-def check_qdq_command(model: Annotated[Path, typer.Argument(help="Any ONNX model.")]) -> None:
-    """Check a Q/DQ ONNX against TensorRT's explicit-quantization rules (exit 1 on a violation)."""
-    from ..calibration.qdq_rules import check_qdq, load_onnx, report
+def check_qdq_command(
+    model: Annotated[Path, typer.Argument(help="Any ONNX model.")],
+    rules: Annotated[str, typer.Option(
+        "--rules", help="tensorrt (explicit-quantization rules), cpu (no u8×s8 saturation on any x86 CPU), "
+                        "or auto: the model's quant_target, else tensorrt.")] = "auto",
+) -> None:
+    """Check a Q/DQ ONNX against TensorRT's rules or prove it saturation-free on x86 (exit 1 on a failure)."""
+    from ..calibration.qdq_rules import check_rules
 
-    graph = load_onnx(model)
-    violations = check_qdq(graph)
-    typer.echo(report(violations, str(model), graph))
-    if violations:
+    text, ok = check_rules(model, rules)
+    typer.echo(text)
+    if not ok:
         raise typer.Exit(1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .. import hardware
 from ..errors import U2Error
 from .base import ArtifactInfo, Runner
+
+log = logging.getLogger(__name__)
 
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -23,8 +27,36 @@ def _static(dim: Any) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
+def _metadata(path: Path) -> dict[str, str]:
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # ONNX Runtime's own load reports a bad file in one line below
+        return {}
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def emulates_tensorrt(metadata: dict[str, str], provider: str) -> bool:
+    """A ``--target tensorrt`` Q/DQ graph on the CPU provider runs as TensorRT computes it: Q/DQ in float.
+
+    ONNX Runtime would otherwise fuse it into its own u8 kernels (shifting the s8 activations), whose
+    int16 pair sums saturate on x86 without VNNI; TensorRT's int8 kernels accumulate in int32.
+    """
+    return provider == "cpu" and metadata.get("precision") == "int8" and metadata.get("quant_target") == "tensorrt"
+
+
+def warn_if_saturating(path: Path, metadata: dict[str, str]) -> None:
+    """One warning line when an artifact that needs an int8 dot product meets a CPU without one."""
+    if metadata.get("requires_int8_dot_product") == "true" and not hardware.has_int8_dot_product():
+        log.warning("%s: built with 8-bit weights for CPUs with VNNI, AMX or ARM dot product; this CPU (%s) "
+                    "has none, so its int8 sums saturate and the maps will differ: rebuild with "
+                    "u2export quantize --target cpu (without --vnni-only)", path, hardware.cpu()["model"])
+
+
 class OnnxRuntimeRunner(Runner):
-    """An ``InferenceSession`` with full graph optimisation; ``provider`` picks the device."""
+    """An ``InferenceSession`` with full graph optimisation; ``provider`` picks the device.
+
+    A TensorRT-target INT8 graph runs emulated on the CPU provider (see :func:`emulates_tensorrt`).
+    """
 
     def __init__(self, path: Path, provider: str = "cpu", threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -39,6 +71,11 @@ class OnnxRuntimeRunner(Runner):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        metadata = _metadata(path)
+        self.emulated = emulates_tensorrt(metadata, provider)
+        if self.emulated:
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
+        warn_if_saturating(path, metadata)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=wanted)
         except Exception as exc:  # ORT raises its own exception types per failure
@@ -51,7 +88,8 @@ class OnnxRuntimeRunner(Runner):
         size = (_static(h), _static(w))
         batch = _static(n)
         self.info = ArtifactInfo(
-            path=str(path), backend="onnxruntime", precision=metadata.get("precision", "fp32"),
+            path=str(path), backend="onnxruntime (TensorRT emulated)" if self.emulated else "onnxruntime",
+            precision=metadata.get("precision", "fp32"),
             device="cpu" if provider == "cpu" else "cuda",
             input_size=size if None not in size else None,  # type: ignore[arg-type]
             batch_range=(batch, batch) if batch else None,

@@ -2,8 +2,10 @@
 
 Map-level ``max_abs`` bounds the raw fused probability map d0 (before min-max normalisation and
 8-bit rounding) against PyTorch FP32; only FP32 is held to it, since reduced precision changes
-individual pixels by design. The metric deltas bound |maxFβ − maxFβ(PyTorch)| and
-|MAE − MAE(PyTorch)| on real data.
+individual pixels by design. ``mean_abs`` bounds the mean |Δ| of d0 over all pixels of all images at
+every precision: twice the ΔMAE bound, since |MAE(p) − MAE(q)| ≤ mean|p − q| for maps on the same
+ground truth, with a factor 2 for the min–max normalisation in between. The metric deltas bound
+|maxFβ − maxFβ(PyTorch)| and |MAE − MAE(PyTorch)| on real data.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ class Tolerance:
     max_abs: float | None  # None: not checked at map level
     delta_maxf: float
     delta_mae: float
+
+    @property
+    def mean_abs(self) -> float:
+        return 2 * self.delta_mae
 
 
 TOLERANCES: dict[str, Tolerance] = {

@@ -17,8 +17,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
-              "amx_int8")
+# The instruction sets inference kernels dispatch on (x86 /proc/cpuinfo "flags", ARM "Features").
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+              "amx_bf16", "amx_int8", "asimd", "asimddp", "i8mm", "sve", "bf16")
+# u8×s8 dot products that accumulate in 32 bits. Without one of them x86 kernels (ONNX Runtime's MLAS,
+# oneDNN) multiply with VPMADDUBSW, whose int16 sum of two adjacent products saturates.
+INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 _PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorrt", "numpy")
 
 
@@ -58,7 +62,7 @@ def _mem_total_gib() -> float | None:
 @cache
 def cpu() -> dict[str, Any]:
     info = _cpuinfo()
-    flags = set(info.get("flags", "").split())
+    flags = set((info.get("flags") or info.get("Features") or "").split())
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -72,6 +76,25 @@ def cpu() -> dict[str, Any]:
         "virtualised": "hypervisor" in flags,
         "memory_gib": _mem_total_gib(),
     }
+
+
+def has_int8_dot_product(isa: list[str] | None = None) -> bool:
+    """Whether int8 convolutions accumulate exactly here (see ``INT8_DOT_PRODUCT``)."""
+    return any(f in INT8_DOT_PRODUCT for f in (cpu()["isa"] if isa is None else isa))
+
+
+def isa_line(info: dict[str, Any] | None = None) -> str:
+    """The CPU and the instruction sets that decide int8 speed and accuracy, for captions and manifests."""
+    c = info or cpu()
+    dot = "int8 dot product" if has_int8_dot_product(c["isa"]) else "no int8 dot product: u8×s8 saturates"
+    return f"{c['model']} [{' '.join(c['isa']) or 'no SIMD flags read'}; {dot}]"
+
+
+def build_host() -> dict[str, Any]:
+    """What an artifact manifest records of the machine that built and verified it."""
+    c = cpu()
+    return {"cpu": c["model"], "isa": c["isa"], "int8_dot_product": has_int8_dot_product(c["isa"]),
+            "gpu": _nvidia_smi().get("name") or None}
 
 
 def _nvidia_smi() -> dict[str, str]:
@@ -149,7 +172,7 @@ def describe(threads: int | None = None) -> dict[str, Any]:
 def one_line(hw: dict[str, Any]) -> str:
     """A caption for tables and plots."""
     c = hw["cpu"]
-    parts = [f"{c['model']} ({c['usable_cpus']} CPUs, {hw.get('threads_used') or '?'} threads used)"]
+    parts = [f"{isa_line(c)} ({c['usable_cpus']} CPUs, {hw.get('threads_used') or '?'} threads used)"]
     if hw.get("gpu"):
         g = hw["gpu"]
         parts.append(f"{g['name']} (driver {g.get('driver') or '?'}, CUDA {g.get('cuda_runtime')})")
