@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -183,3 +187,43 @@ def test_check_qdq_on_a_float_model_and_on_junk(random_small_onnx, tmp_path):
     empty.write_bytes(b"")
     result = CliRunner().invoke(app, ["check-qdq", str(empty)])
     assert isinstance(result.exception, U2Error) and "not an ONNX model" in str(result.exception)
+
+
+# --- a real AVX2-only CPU: ONNX Runtime under QEMU's Haswell model (AVX2, FMA; no AVX-512, no VNNI) ---------
+
+QEMU = shutil.which("qemu-x86_64")
+_RUN_BOTH = """
+import sys, numpy as np, onnxruntime as ort
+x = np.load(sys.argv[1])
+for path in sys.argv[2:]:
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    np.save(path + ".avx2.npy", np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(QEMU is None or platform.machine() != "x86_64",
+                    reason="needs qemu-x86_64 (Debian: qemu-user) to emulate an AVX2-only x86 CPU")
+def test_an_avx2_only_cpu_computes_what_this_one_does(cpu_model, random_small_onnx, calib_dir, tmp_path):
+    """The 7-bit artifact is bit-for-bit the same on AVX2 (VPMADDUBSW) as here; 8-bit weights are not."""
+    from u2deploy.data import preprocess
+    from u2deploy.data.samples import generated_images
+    from u2deploy.engines.ort import cpu_session, run_first_output
+
+    vnni = quantize_model(random_small_onnx, calib_dir, tmp_path / "vnni.onnx", target="cpu", num=6,
+                          vnni_only=True, progress=False).path
+    x = preprocess.fast(generated_images(2, seed=3, size=(64, 64)), (64, 64))
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "run.py").write_text(_RUN_BOTH)
+    done = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, str(tmp_path / "run.py"), str(tmp_path / "x.npy"),
+                           str(cpu_model), str(vnni)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    here = {path: run_first_output(cpu_session(path), x) for path in (cpu_model, vnni)}
+    avx2 = {path: np.load(f"{path}.avx2.npy") for path in (cpu_model, vnni)}
+    assert np.abs(avx2[cpu_model] - here[cpu_model]).max() <= 1e-6
+    eight_bit_gap = np.abs(avx2[vnni] - here[vnni]).max()
+    if hardware.has_int8_dot_product():  # here exact, there saturating
+        assert eight_bit_gap > 1e-3
+    else:  # both saturate alike
+        assert eight_bit_gap <= 1e-6

@@ -185,7 +185,9 @@ def render(results: list[dict[str, Any]], checks: list[dict[str, Any]], claims_t
         "",
         "## CPU",
         "",
-        f"On {one_line(hw)}. CPU ISA: {', '.join(hw['cpu']['isa'])}.",
+        f"On {one_line(hw)}. These figures are this CPU's: INT8 gains depend on its int8 dot product "
+        "(without VNNI, on AVX2-only x86, far less; see `docs/int8_speed.md` and `u2bench int8-ceiling`), and a "
+        "`--vnni-only` artifact is exact only where it has one.",
         "",
         markdown_table(HEADER, _table_rows(results)),
         "",

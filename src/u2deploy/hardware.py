@@ -59,6 +59,17 @@ def _mem_total_gib() -> float | None:
     return round(int(match.group(1)) / 2**20, 1) if match else None
 
 
+def _amd_core(family: int, model: int) -> str | None:
+    """AMD's core generation from the CPUID family and model (what "AMD EPYC" alone does not say)."""
+    if family == 23:
+        return "Zen 2" if model >= 0x30 else "Zen / Zen+"
+    if family == 25:
+        return "Zen 4" if 0x10 <= model <= 0x1F or 0x60 <= model <= 0x7F or 0xA0 <= model <= 0xAF else "Zen 3"
+    if family == 26:
+        return "Zen 5"
+    return None
+
+
 @cache
 def cpu() -> dict[str, Any]:
     info = _cpuinfo()
@@ -67,8 +78,14 @@ def cpu() -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         usable = os.cpu_count()
+    family, model = (int(info[k]) if info.get(k, "").isdigit() else None for k in ("cpu family", "model"))
+    core = (_amd_core(family, model) if info.get("vendor_id") == "AuthenticAMD" and family is not None
+            and model is not None else None)
+    name = info.get("model name") or platform.processor() or platform.machine()
     return {
-        "model": info.get("model name") or platform.processor() or platform.machine(),
+        "model": f"{name} ({core})" if core and core not in name else name,
+        "family": family,
+        "model_number": model,
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable,
         "physical_cores": _physical_cores(),

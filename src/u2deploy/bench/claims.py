@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..hardware import cpu
+from ..hardware import cpu, describe
 from .cost import Cost, count_cost
 from .report import text_table
 
@@ -284,4 +284,4 @@ def run(size: tuple[int, int] = (320, 320), measure: bool = True, opts: Any = No
     finally:
         torch.set_num_threads(old_threads)
     results = run_latency([f"torch:{v}" for v in variants], opts) if measure else []
-    return check(variants, size, results, local), results
+    return {**check(variants, size, results, local), "hardware": describe(opts.threads or default_threads())}, results

@@ -50,7 +50,7 @@ def build_manifest(*, engine: Path, tensorrt_version: str, gpu: GpuInfo, precisi
                    rebuild: str, calibration: dict[str, Any] | None = None,
                    timing_cache: Path | None = None) -> dict[str, Any]:
     """The manifest of a freshly written ``engine`` (its sha256 is taken from the file)."""
-    from .. import __version__
+    from .. import __version__, hardware
 
     profile = plan.get("profile")
     return {
@@ -77,6 +77,7 @@ def build_manifest(*, engine: Path, tensorrt_version: str, gpu: GpuInfo, precisi
         "timing_cache": str(timing_cache) if timing_cache else None,
         "build_seconds": round(build_seconds, 1),
         "u2deploy_version": __version__,
+        "built_on": hardware.build_host(),
         "rebuild": rebuild,
     }
 

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import torch
 
-from .. import __version__
+from .. import __version__, hardware
 from ..data import preprocess
 from ..data.samples import verification_images
 from ..engines.ort import cpu_session, run_first_output
@@ -166,6 +166,7 @@ def export_onnx(variant: str | None = "small", weights: str | Path | None = None
         "nodes": {"exported": nodes_exported, "final": len(graph.graph.node)},
         "verification": {what: {"max_abs": c.max_abs, "mean_abs": c.mean_abs, "passed": c.passed}
                          for what, c in checks} | {"images": source},
+        "built_on": hardware.build_host(),
     })
     return OnnxExportResult(path=output, manifest=manifest, seconds=time.perf_counter() - started,
                             size_bytes=size_bytes, nodes_exported=nodes_exported,
