@@ -33,3 +33,13 @@ def benchmarks(session: nox.Session) -> None:
     session.install(TORCH)
     session.install("-e", ".[plot]")
     session.run("python", "tools/make_benchmarks.py", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The fuzz tests at 2000 mutants (a few minutes): damaged checkpoints, ONNX files and images."""
+    session.install(TORCH)  # the same environment as `tests`
+    session.install("-e", ".[test]")
+    session.install("opencv-python-headless", "scikit-learn")
+    session.install("--no-deps", "pysodmetrics")
+    session.run("pytest", "tests/test_fuzz.py", "-q", *session.posargs, env={"U2DEPLOY_FUZZ_N": "2000"})

@@ -88,19 +88,35 @@ def test_limit_subset_and_workers(synthetic):
     assert one == two
 
 
-def test_corrupt_prediction_is_one_line_naming_it(synthetic):
+def test_bad_predictions_are_named_and_skipped_in_one_run(synthetic):
     pred, gt = synthetic
+    whole = evaluate_folder(pred, gt)
     (pred / "03.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(U2Error, match=r"03\.png: ") as info:
+    _save(pred, "02.png", np.zeros((20, 30), np.uint8))
+    result = evaluate_folder(pred, gt)
+    reasons = dict(result.failed)
+    assert set(reasons) == {pred / "02.png", pred / "03.png"} and result.n == whole.n - 2
+    assert "02.png: prediction is 30×20 but its ground truth is 60×40" in reasons[pred / "02.png"]
+    assert str(pred / "03.png") in reasons[pred / "03.png"]
+    assert all("\n" not in why for why in reasons.values())
+    for other in pred.iterdir():
+        other.write_bytes(b"junk")
+    with pytest.raises(U2Error, match="no prediction could be scored") as info:
         evaluate_folder(pred, gt)
     assert "\n" not in str(info.value)
 
 
-def test_size_mismatch_names_the_prediction(synthetic):
+def test_cli_reports_every_bad_prediction_and_exits_1(synthetic):
+    from typer.testing import CliRunner
+
+    from u2deploy.cli.bench import app
+
     pred, gt = synthetic
-    _save(pred, "02.png", np.zeros((20, 30), np.uint8))
-    with pytest.raises(U2Error, match=r"02\.png: prediction is 30×20 but its ground truth is 60×40"):
-        evaluate_folder(pred, gt)
+    (pred / "03.png").write_bytes(b"not a png")
+    (pred / "04.png").write_bytes(b"")
+    result = CliRunner().invoke(app, ["eval", "--pred", str(pred), "--gt", str(gt)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "03.png" in result.output and "04.png" in result.output and "could not be scored" in result.output
 
 
 def test_nothing_matches(tmp_path, synthetic):

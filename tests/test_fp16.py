@@ -96,7 +96,7 @@ def test_cli_converts_with_metadata_and_refuses_bad_inputs(small_onnx, tmp_path)
     out = tmp_path / "half.onnx"
     result = CliRunner().invoke(app, ["fp16", str(small_onnx), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "emulated FP16 max|Δ|" in result.output and "next: u2bench parity" in result.output
+    assert "emulated FP16 max|Δ|" in result.output and "next: u2bench latency" in result.output
     model = onnx.load(str(out))
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["precision"] == "fp16" and meta["input_size"] == "64x64"

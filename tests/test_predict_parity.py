@@ -106,3 +106,21 @@ def test_parity_missing_data_is_one_line(tmp_path: Path) -> None:
     result = _bench("parity", "--data", str(tmp_path / "nowhere"))
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_parity_names_every_unreadable_pair_and_exits_1(tmp_path: Path, small_onnx: Path,
+                                                        small_weights: Path) -> None:
+    images, masks = _images(tmp_path / "images", 4), tmp_path / "masks"
+    masks.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((90, 120), 255 * (i % 2), np.uint8)).save(masks / f"img{i}.png")
+    (images / "img1.png").write_bytes(b"not an image")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(masks / "img2.png")  # other size than its image
+    result = _bench("parity", "--variant", "small", "--weights", str(small_weights), "--data", str(images),
+                    "--masks", str(masks), "--size", "64", "--candidates", str(small_onnx),
+                    "--json", str(tmp_path / "p.json"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "img1.png: not a readable image" in result.stdout and "img2.png" in result.stdout
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["n"] == 2 and len(doc["skipped"]) == 2
+    assert all(r["pass"] for r in doc["results"])

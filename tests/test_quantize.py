@@ -163,7 +163,13 @@ def test_cli_cpu_target_reuses_the_cache_and_checks_qdq(random_small_onnx, calib
     result = _invoke("quantize", str(random_small_onnx), "--calib", str(calib_dir), "--num", "6", "--target", "cpu",
                      "-o", str(out))
     assert result.exit_code == 0, result.output
-    assert "ranges from" in result.output and "next: u2bench parity" in result.output  # the trt_model run's cache
+    assert "ranges from" in result.output  # the trt_model run's cache
+    hint = result.output.rsplit("next: ", 1)[1].split()
+    assert hint[:2] == ["u2bench", "latency"]  # and the hint runs as printed
+    from u2deploy.cli.bench import app as bench_app
+
+    ran = CliRunner().invoke(bench_app, [*hint[1:], "--warmup-s", "0", "--min-time-s", "0.1"])
+    assert ran.exit_code == 0, ran.output
     assert out.is_file() and Path(f"{out}.json").is_file()
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["quant_target"] == "cpu"
@@ -320,3 +326,46 @@ def test_int8_parity_with_pytorch_on_ecssd(demo_onnx, ecssd_calib, target, tmp_p
         d_maxf, d_mae = ecssd_deltas(result.path)
         bound = tolerance_for("int8")
         assert d_maxf <= bound.delta_maxf and d_mae <= bound.delta_mae, (d_maxf, d_mae)
+
+
+def test_the_default_target_suits_the_machine(monkeypatch):
+    import importlib.util
+
+    from u2deploy import hardware
+    from u2deploy.calibration.quantize import default_target
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert default_target() == ("cpu", "no TensorRT here")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(hardware, "gpu", lambda: None)
+    assert default_target() == ("cpu", "no CUDA GPU here")
+    monkeypatch.setattr(hardware, "gpu", lambda: {"name": "H200"})
+    assert default_target()[0] == "tensorrt"
+
+
+def test_ctrl_c_keeps_minmax_ranges_and_a_rerun_resumes_to_the_same_ranges(random_small_onnx, calib_dir, tmp_path,
+                                                                        monkeypatch):
+    from u2deploy.calibration import calibrate as calibrate_module
+    from u2deploy.errors import Interrupted
+
+    real_reader, calls = calibrate_module._reader, []
+
+    def stop_at_the_fourth(batches, input_name):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_reader(batches, input_name)
+
+    cache, out = tmp_path / "r.calib.json", tmp_path / "r.onnx"
+    monkeypatch.setattr(calibrate_module, "_reader", stop_at_the_fourth)
+    with pytest.raises(Interrupted, match="ranges of 3 of 6 calibration images kept in .*the same command resumes"):
+        quantize_model(random_small_onnx, calib_dir, out, target="cpu", num=6, cache=cache, progress=False)
+    assert not out.exists() and not cache.exists()
+    assert json.loads(Path(f"{cache}.partial").read_text())["images_done"] == 3
+    monkeypatch.setattr(calibrate_module, "_reader", real_reader)
+    resumed = quantize_model(random_small_onnx, calib_dir, out, target="cpu", num=6, cache=cache, progress=False)
+    assert resumed.calibration is not None and not Path(f"{cache}.partial").exists()
+    fresh = tmp_path / "fresh.calib.json"
+    quantize_model(random_small_onnx, calib_dir, tmp_path / "f.onnx", target="cpu", num=6, cache=fresh,
+                   progress=False)
+    assert json.loads(cache.read_text())["ranges"] == json.loads(fresh.read_text())["ranges"]

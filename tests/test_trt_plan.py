@@ -11,8 +11,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from u2deploy.engines.trt_compat import GpuInfo, TrtVersion, has_fast_fp16
 from u2deploy.errors import U2Error
-from u2deploy.export.trt import base_name, default_output, parse_size, precision_from_flags
+from u2deploy.export.trt import base_name, default_output, precision_from_flags
 from u2deploy.export.trt_plan import BatchRange, BuildRequest, SourceModel, describe_onnx, make_plan
+from u2deploy.sizes import parse_size
 
 V86, V100, V108, V1016, V110, V114 = (TrtVersion.parse(v) for v in (
     "8.6.1", "10.0.1", "10.8.0.43", "10.16.1.11", "11.0.0.114", "11.4.0.106"))

@@ -8,3 +8,7 @@ class U2Error(Exception):
 
     The message is a single line that names the file or flag and the problem.
     """
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with one line saying what was kept (the CLIs print it and exit 130)."""

@@ -57,6 +57,15 @@ def check_writable(path: str | Path) -> None:
         raise U2Error(f"{path}: cannot write there ({exc.strerror or exc})") from None
 
 
+def check_destinations(*paths: str | Path | None) -> None:
+    """Every ``--json``/``-o`` file a command will write, checked before it starts the work."""
+    for path in paths:
+        if path is not None:
+            if Path(path).is_dir():
+                raise U2Error(f"{path}: is a folder; name a file")
+            check_writable(path)
+
+
 def human_size(n_bytes: int) -> str:
     return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e5 else f"{n_bytes / 1e3:.1f} kB"
 

@@ -38,22 +38,37 @@ def read_map(path: str | Path) -> np.ndarray:
     return image if image.dtype == np.uint8 else np.round(image / 257.0).astype(np.uint8)
 
 
-def _score_files(job: tuple[Path, Path]) -> ImageScores:
+def _score_files(job: tuple[Path, Path]) -> ImageScores | str:
+    """The scores of one pair, or the one-line reason it cannot be scored (a batch keeps going)."""
     pred_path, gt_path = job
-    return score_image(read_map(pred_path), read_map(gt_path), name=str(pred_path))
+    try:
+        return score_image(read_map(pred_path), read_map(gt_path), name=str(pred_path))
+    except U2Error as exc:
+        return str(exc)
 
 
-def score_files(jobs: Sequence[tuple[Path, Path]], workers: int = 1) -> SODAccumulator:
-    """Scores (prediction file, mask file) pairs, in ``workers`` processes when more than one."""
-    acc = SODAccumulator()
+def score_files(jobs: Sequence[tuple[Path, Path]], workers: int = 1
+                ) -> tuple[SODAccumulator, list[tuple[Path, str]]]:
+    """Scores (prediction file, mask file) pairs, in ``workers`` processes when more than one.
+
+    Returns the accumulated scores and every pair that failed (its prediction file and why).
+    """
     if workers <= 1 or len(jobs) < 2 * workers:
-        for s in map(_score_files, jobs):
-            acc.add_scores(s)
-        return acc
+        return _collect(jobs, map(_score_files, jobs))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for s in pool.map(_score_files, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
-            acc.add_scores(s)
-    return acc
+        return _collect(jobs, pool.map(_score_files, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+
+
+def _collect(jobs: Sequence[tuple[Path, Path]], results: Iterable[ImageScores | str]
+             ) -> tuple[SODAccumulator, list[tuple[Path, str]]]:
+    acc = SODAccumulator()
+    failed: list[tuple[Path, str]] = []
+    for (pred_path, _), scores in zip(jobs, results, strict=True):
+        if isinstance(scores, str):
+            failed.append((pred_path, scores))
+        else:
+            acc.add_scores(scores)
+    return acc, failed
 
 
 def evaluate_maps(preds: Iterable[np.ndarray], gts: Iterable[np.ndarray],
@@ -81,6 +96,7 @@ class Evaluation:
     precision: str | None = None
     predictions_without_gt: tuple[Path, ...] = field(default=(), repr=False)
     gt_without_prediction: tuple[Path, ...] = field(default=(), repr=False)
+    failed: tuple[tuple[Path, str], ...] = field(default=(), repr=False)  # pairs that could not be scored
 
     @property
     def n(self) -> int:
@@ -131,10 +147,13 @@ def evaluate_folder(pred_dir: str | Path, gt: str | Path | Dataset, *,
         if limit < 1:
             raise U2Error(f"--limit must be at least 1, not {limit}")
         matched = matched[:limit]
-    acc = score_files([(preds[s], masks[s]) for s in matched], workers)
+    acc, failed = score_files([(preds[s], masks[s]) for s in matched], workers)
+    if len(failed) == len(matched):
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise U2Error(f"no prediction could be scored: {failed[0][1]}{more}")
     return Evaluation(dataset=dataset.name, artifact=str(pred_dir), metrics=acc.result(),
                       seconds=time.perf_counter() - start, predictions_without_gt=extra,
-                      gt_without_prediction=missing)
+                      gt_without_prediction=missing, failed=tuple(failed))
 
 
 def _unmatched_line(name: str, extra: Sequence[Path], missing: Sequence[Path]) -> str:

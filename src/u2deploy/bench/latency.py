@@ -219,20 +219,6 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def parse_size(text: str | int | None) -> tuple[int, int] | None:
-    """``320`` or ``320x240`` (height × width)."""
-    if text is None:
-        return None
-    parts = str(text).lower().replace("×", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise U2Error(f"--size {text}: expected N or HxW") from None
-    if len(values) not in (1, 2) or min(values) < 1:
-        raise U2Error(f"--size {text}: expected N or HxW with positive sides")
-    return (values[0], values[-1])
-
-
 def parse_batches(text: str | Sequence[int]) -> tuple[int, ...]:
     items = text.split(",") if isinstance(text, str) else list(text)
     try:

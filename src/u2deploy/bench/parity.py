@@ -57,22 +57,50 @@ class ParityReport:
     n: int
     size: tuple[int, int]
     rows: list[ParityRow]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (image, why) pairs left out
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.rows)
+        return all(r.passed for r in self.rows) and not self.skipped
 
     def to_json(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "n": self.n, "size": list(self.size),
-                "results": [r.entry() for r in self.rows], "hardware": hardware.describe()}
+                "results": [r.entry() for r in self.rows], "hardware": hardware.describe(),
+                "skipped": [{"image": image, "reason": why} for image, why in self.skipped]}
 
 
-def _maps(runner: Runner, x: np.ndarray, batch: int) -> tuple[np.ndarray, float]:
+def _maps(runner: Runner, x: np.ndarray, batch: int, progress: bool) -> tuple[np.ndarray, float]:
     _, fixed_batch = input_geometry(runner, tuple(x.shape[2:]))
+    step = fixed_batch or batch
     started = time.perf_counter()
-    d0 = run_batched(runner, x, fixed_batch, batch)
+    chunks = []
+    name = Path(runner.info.path).name
+    with tqdm(total=len(x), desc=name, unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, len(x), step):
+            chunks.append(run_batched(runner, x[start:start + step], fixed_batch, step))
+            bar.update(len(chunks[-1]))
     runner.synchronize()
-    return d0.astype(np.float32), (time.perf_counter() - started) / len(x)
+    return np.concatenate(chunks).astype(np.float32), (time.perf_counter() - started) / len(x)
+
+
+def _read_pairs(pairs: Sequence[Any], progress: bool) -> tuple[list[Any], list[np.ndarray], list[np.ndarray],
+                                                               list[tuple[str, str]]]:
+    """Images and masks that load; every pair that does not is named, and the run goes on."""
+    kept, images, gts, skipped = [], [], [], []
+    for pair in tqdm(pairs, desc="read", disable=not progress, leave=False):
+        try:
+            image, gt = read_image(pair.image), read_map(pair.mask)
+        except U2Error as exc:
+            skipped.append((str(pair.image), str(exc)))
+            continue
+        if image.shape[:2] != gt.shape:
+            skipped.append((str(pair.image), f"{pair.image}: image is {image.shape[1]}×{image.shape[0]} but its "
+                                             f"mask {pair.mask} is {gt.shape[1]}×{gt.shape[0]}"))
+            continue
+        kept.append(pair)
+        images.append(image)
+        gts.append(gt)
+    return kept, images, gts, skipped
 
 
 def run_parity(reference: Runner, candidates: Sequence[str], dataset: Dataset, *,
@@ -84,15 +112,15 @@ def run_parity(reference: Runner, candidates: Sequence[str], dataset: Dataset, *
         raise U2Error(f"{dataset.name}: no image/mask pairs to compare on")
     size, _ = input_geometry(reference, size)
     mean, std = normalisation(reference)
-    pairs = list(dataset)
-    images = [read_image(p.image) for p in tqdm(pairs, desc="read", disable=not progress)]
-    gts = [read_map(p.mask) for p in pairs]
+    pairs, images, gts, skipped = _read_pairs(list(dataset), progress)
+    if not pairs:
+        raise U2Error(f"{dataset.name}: no image/mask pair could be read ({skipped[0][1]})")
     sizes = [im.shape[:2] for im in images]
     x = preprocess.fast(images, size, mean, std)
     del images
 
     def evaluate(runner: Runner, label: str) -> tuple[np.ndarray, Evaluation, float]:
-        d0, per_image = _maps(runner, x, batch)
+        d0, per_image = _maps(runner, x, batch, progress)
         masks = postprocess.fast(d0, sizes)
         metrics = evaluate_maps(masks, gts, [str(p.image) for p in pairs])
         info = runner.info
@@ -102,7 +130,7 @@ def run_parity(reference: Runner, candidates: Sequence[str], dataset: Dataset, *
     ref_d0, ref_eval, ref_time = evaluate(reference, reference.info.path)
     rows = [ParityRow(ref_eval, reference.info.size_bytes, ref_time,
                       reason="reference")]
-    for artifact in tqdm(candidates, desc="candidates", disable=not progress):
+    for artifact in candidates:
         with open_runner(artifact, device=device) as runner:
             fixed = runner.info.input_size
             if fixed is not None and fixed != size:
@@ -111,7 +139,7 @@ def run_parity(reference: Runner, candidates: Sequence[str], dataset: Dataset, *
             d0, ev, per_image = evaluate(runner, artifact)
             size_bytes = runner.info.size_bytes
         rows.append(_judge(ev, ref_eval, d0, ref_d0, size_bytes, per_image, max_delta_maxf, max_delta_mae))
-    return ParityReport(dataset.name, len(pairs), size, rows)
+    return ParityReport(dataset.name, len(pairs), size, rows, skipped)
 
 
 def _judge(ev: Evaluation, ref: Evaluation, d0: np.ndarray, ref_d0: np.ndarray, size_bytes: int | None,
@@ -159,4 +187,5 @@ def format_parity(report: ParityReport) -> str:
     lines.insert(0, f"{report.dataset}: {report.n} images at {report.size[0]}×{report.size[1]} · "
                     f"{hardware.isa_line()}")
     lines += [f"❌ {Path(r.evaluation.artifact).name}: {r.reason}" for r in report.rows if not r.passed]
+    lines += [f"❌ skipped {why}" for _, why in report.skipped]
     return "\n".join(lines)

@@ -6,8 +6,6 @@ is drawn, with the Agg backend so that no display is needed.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import U2Error
+from ..files import atomic_path, check_writable
 from .metrics import BETA2, f_beta
 
 
@@ -34,7 +33,8 @@ class PRCurve:
         return float(self.f_curve().max())
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or a one-line error naming the extra to install."""
     try:
         import matplotlib
 
@@ -46,13 +46,26 @@ def _pyplot():
 
 
 def check_plot_path(out: str | Path) -> None:
-    """Fail before a long evaluation, not after: matplotlib is there and knows the file's format."""
-    _pyplot()
+    """Fail before a long evaluation, not after: matplotlib is there, knows the format, the folder takes files."""
+    pyplot()
     from matplotlib.backend_bases import FigureCanvasBase
 
     formats = FigureCanvasBase.get_supported_filetypes()
     if _format(out) not in formats:
         raise U2Error(f"{out}: cannot write a plot in this format (known: {', '.join(sorted(formats))})")
+    check_writable(out)
+
+
+def save_figure(fig, out: str | Path, dpi: int) -> Path:
+    """Written atomically, with the user's normal file mode; the figure is closed."""
+    plt = pyplot()
+    out = Path(out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format=_format(out), dpi=dpi)
+    finally:
+        plt.close(fig)
+    return out
 
 
 def _format(out: str | Path) -> str:
@@ -67,7 +80,7 @@ def plot_pr_curves(curves: Sequence[PRCurve], out: str | Path, title: str | None
     if not curves:
         raise U2Error("no curves to plot")
     check_plot_path(out)
-    plt = _pyplot()
+    plt = pyplot()
     out = Path(out)
     fig, (ax_pr, ax_f) = plt.subplots(1, 2, figsize=(10, 4.4), constrained_layout=True)
     thresholds = np.arange(len(curves[0].precision))
@@ -84,14 +97,4 @@ def plot_pr_curves(curves: Sequence[PRCurve], out: str | Path, title: str | None
     if title:
         fig.suptitle(title)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=_format(out), dpi=150)
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return save_figure(fig, out, dpi=150)

@@ -98,15 +98,10 @@ def paired_text(results: Sequence[dict[str, Any]]) -> str:
 
 def plot_latency(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Grouped bars: one group per batch size, one bar per artifact; bar = p50, whisker up to p90."""
-    try:
-        import matplotlib
+    from .plots import check_plot_path, pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from ..errors import U2Error
-
-        raise U2Error("--plot needs matplotlib (pip install 'u2deploy[plot]')") from None
+    check_plot_path(path)
+    plt = pyplot()
     labels = list(dict.fromkeys(label(r) for r in results))
     batches = sorted({r["batch"] for r in results})
     width = 0.8 / len(labels)
@@ -129,8 +124,4 @@ def plot_latency(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
     fig.text(0.01, 0.01, one_line(results[0]["hardware"])[:160], fontsize=6, alpha=0.7)
     ax.legend(fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

@@ -71,6 +71,29 @@ def load_ranges(path: Path, key: CacheKey) -> Ranges | None:
     return {name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()}
 
 
+def partial_path(path: Path) -> Path:
+    """Where an interrupted min-max calibration keeps the ranges of the images it finished."""
+    return path.with_name(f"{path.name}.partial")
+
+
+def load_partial(path: Path, key: CacheKey) -> tuple[int, Ranges] | None:
+    """(images done, their ranges) of an interrupted run of this very calibration, else None."""
+    partial = partial_path(path)
+    try:
+        data = json.loads(partial.read_text())
+        if data.get("format") != FORMAT or _first_difference(data["key"], key.as_dict()):
+            return None
+        return int(data["images_done"]), {n: (float(lo), float(hi)) for n, (lo, hi) in data["ranges"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_partial(path: Path, key: CacheKey, images_done: int, ranges: Ranges) -> Path:
+    """Keep an interrupted min-max calibration's ranges beside the cache (``load_partial`` reads them)."""
+    save_ranges(partial_path(path), key, ranges, {"images_done": images_done})
+    return partial_path(path)
+
+
 def save_ranges(path: Path, key: CacheKey, ranges: Ranges, extra: dict[str, Any] | None = None) -> None:
     write_json(path, {"format": FORMAT, "key": key.as_dict(), **(extra or {}),
                       "ranges": {name: [float(lo), float(hi)] for name, (lo, hi) in sorted(ranges.items())}})

@@ -77,9 +77,17 @@ def _reader(batches: list[np.ndarray], input_name: str):
     return ChunkReader()
 
 
-def _chunks(calib: CalibrationSet, batch: int, images_per_chunk: int) -> Iterator[list[np.ndarray]]:
+class CalibrationInterrupted(KeyboardInterrupt):
+    """Ctrl-C while calibrating: the min-max ranges of the first ``files_done`` files (None: nothing kept)."""
+
+    def __init__(self, files_done: int, ranges: Ranges | None) -> None:
+        super().__init__(files_done)
+        self.files_done, self.ranges = files_done, ranges
+
+
+def _chunks(calib: CalibrationSet, batch: int, images_per_chunk: int, start: int) -> Iterator[list[np.ndarray]]:
     chunk: list[np.ndarray] = []
-    for x in calib.batches(batch):
+    for x in calib.batches(batch, start=start):
         chunk.append(x)
         if len(chunk) * batch >= images_per_chunk:
             yield chunk
@@ -88,9 +96,30 @@ def _chunks(calib: CalibrationSet, batch: int, images_per_chunk: int) -> Iterato
         yield chunk
 
 
+def _as_ranges(tensors) -> Ranges:
+    ranges: Ranges = {}
+    for name, data in tensors.items():
+        lo, hi = data.range_value if hasattr(data, "range_value") else data
+        ranges[name] = (float(np.min(lo)), float(np.max(hi)))
+    return ranges
+
+
+def merge(a: Ranges, b: Ranges) -> Ranges:
+    """The ranges of two image sets together (min-max ranges merge exactly; histograms do not)."""
+    return {name: (min(a[name][0], b[name][0]), max(a[name][1], b[name][1])) if name in a and name in b
+            else a.get(name) or b[name] for name in a.keys() | b.keys()}
+
+
 def calibrate(model_path: Path, calib: CalibrationSet, method: str, batch: int = 1,
-              progress: bool = True) -> tuple[Ranges, CalibrationStats]:
-    """(lowest, highest) of every float tensor of the model over the calibration images."""
+              progress: bool = True, resume: tuple[int, Ranges] | None = None) -> tuple[Ranges, CalibrationStats]:
+    """(lowest, highest) of every float tensor of the model over the calibration images.
+
+    ``resume`` (min-max only): the ranges of the first files from an interrupted run, which are not
+    read again. Ctrl-C raises :class:`CalibrationInterrupted` with what min-max can keep.
+    """
+    if resume is not None and method != "minmax":
+        resume = None  # histograms cannot be rebuilt from ranges: start over
+    start, kept = resume if resume is not None else (0, None)
     from onnxruntime.quantization.calibrate import create_calibrator
     from tqdm import tqdm
 
@@ -100,23 +129,42 @@ def calibrate(model_path: Path, calib: CalibrationSet, method: str, batch: int =
         augmented = str(Path(tmp) / "augmented.onnx")
         calibrator = create_calibrator(model_path, None, augmented_model_path=augmented,
                                        calibrate_method=ort_method(method), extra_options=options)
-        bar = tqdm(total=len(calib.files), desc=f"calibrating ({method})", unit="img", disable=not progress,
-                   leave=False)
-        with bar:
-            for chunk in _chunks(calib, batch, CHUNK_IMAGES if method != "minmax" else batch):
-                with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram collector prints per call
-                    calibrator.collect_data(_reader(chunk, calib.spec.input_name))
-                bar.update(sum(len(x) for x in chunk))
-                bar.set_postfix(skipped=len(calib.skipped), refresh=False)
+        bar = tqdm(total=len(calib.files), initial=start, desc=f"calibrating ({method})", unit="img",
+                   disable=not progress, leave=False)
+        done = start
+        try:
+            with bar:
+                for chunk in _chunks(calib, batch, CHUNK_IMAGES if method != "minmax" else batch, start):
+                    with contextlib.redirect_stdout(io.StringIO()):  # ORT's histogram collector prints per call
+                        calibrator.collect_data(_reader(chunk, calib.spec.input_name))
+                    done = calib.consumed
+                    bar.update(sum(len(x) for x in chunk))
+                    bar.set_postfix(skipped=len(calib.skipped), refresh=False)
+        except KeyboardInterrupt:
+            raise CalibrationInterrupted(done, _kept(calibrator, kept, method, done > start)) from None
         with contextlib.redirect_stdout(io.StringIO()):
             tensors = calibrator.compute_data()
         del calibrator
-    ranges: Ranges = {}
-    for name, data in tensors.items():
-        lo, hi = data.range_value if hasattr(data, "range_value") else data
-        ranges[name] = (float(np.min(lo)), float(np.max(hi)))
+    ranges = _as_ranges(tensors)
+    if kept is not None:
+        ranges = merge(ranges, kept)
     used = len(calib.files) - len(calib.skipped)
     return ranges, CalibrationStats(time.perf_counter() - started, used, len(calib.skipped), peak_rss_bytes())
+
+
+def _kept(calibrator, kept: Ranges | None, method: str, collected: bool) -> Ranges | None:
+    """What an interrupted min-max run can keep: its ranges so far (a superset of the counted files'
+    is harmless, since merging ranges is idempotent), with those it resumed from."""
+    if method != "minmax":
+        return None
+    if not collected:
+        return kept
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            ranges = _as_ranges(calibrator.compute_data())
+    except Exception:  # interrupted mid-update: keep only what was already safe
+        return kept
+    return merge(ranges, kept) if kept is not None else ranges
 
 
 def to_tensors_data(ranges: Ranges, method: str):

@@ -73,7 +73,8 @@ def input_spec(model: onnx.ModelProto, source: Path | str = "model") -> InputSpe
 
 def _image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
-        hint = (f" (the default is {DEFAULT_CALIB_DIR}, DUTS' training images)"
+        hint = (" (the default, DUTS' training images, is not here: pass --calib with a folder of a few "
+                "hundred images like those you will run on; never your test set)"
                 if folder == DEFAULT_CALIB_DIR else "")
         raise U2Error(f"--calib {folder}: no such folder{hint}")
     files = sorted(p for p in folder.iterdir()
@@ -116,6 +117,7 @@ class CalibrationSet:
     seed: int
     requested: int | None
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason), filled while reading
+    consumed: int = 0  # files read so far by batches()
 
     @property
     def digest(self) -> str:
@@ -125,11 +127,13 @@ class CalibrationSet:
         return {"folder": str(self.folder), "images": len(self.files), "requested": self.requested,
                 "seed": self.seed, "skipped": len(self.skipped), "list_sha256": self.digest}
 
-    def batches(self, batch_size: int = 1, limit: int | None = None) -> Iterator[np.ndarray]:
-        """Preprocessed N×3×H×W float32 batches; unreadable images are skipped and counted once."""
+    def batches(self, batch_size: int = 1, limit: int | None = None, start: int = 0) -> Iterator[np.ndarray]:
+        """Preprocessed N×3×H×W float32 batches of ``files[start:limit]``; unreadable images are skipped
+        and counted once. ``consumed`` is the number of files read when a batch is handed out."""
         self.skipped.clear()
         pending: list[np.ndarray] = []
-        for path in self.files[:limit]:
+        for index, path in enumerate(self.files[:limit][start:], start=start):
+            self.consumed = index + 1
             try:
                 pending.append(read_image(path))
             except U2Error as exc:
@@ -143,7 +147,7 @@ class CalibrationSet:
         if self.skipped:
             log.warning("calibration: skipped %d unreadable image%s (first: %s)", len(self.skipped),
                         "s" if len(self.skipped) > 1 else "", self.skipped[0][1])
-        if len(self.skipped) == len(self.files[:limit]):
+        if len(self.skipped) == len(self.files[:limit][start:]):
             raise U2Error(f"--calib {self.folder}: none of the {len(self.skipped)} sampled images "
                           "could be read")
 

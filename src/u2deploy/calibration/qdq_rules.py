@@ -201,13 +201,30 @@ def check_qdq(model: onnx.ModelProto | str | Path) -> list[Violation]:
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """The model, parsed and passed through ``onnx.checker`` (full check): one-line errors otherwise."""
     path = Path(path)
     if not path.is_file():
         raise U2Error(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise U2Error(f"{path}: not an ONNX model (empty file)")
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError, onnx its own types
         raise U2Error(f"{path}: not an ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node:
+        raise U2Error(f"{path}: not an ONNX model (no graph)")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # ValidationError, InferenceError, or protobuf's on a damaged message
+        lines = str(exc).strip().splitlines()
+        first = next((ln.strip() for ln in lines if ln.strip() and not ln.startswith("[")), "") or (
+            lines[0].strip() if lines else type(exc).__name__)
+        raise U2Error(f"{path}: not a valid ONNX model ({first[:160]})") from None
+    from ..engines.contract import non_text_field
+
+    if (field := non_text_field(model)) is not None:
+        raise U2Error(f"{path}: not a valid ONNX model ({field} is not UTF-8 text)")
+    return model
 
 
 def count_qdq(model: onnx.ModelProto) -> tuple[int, int]:

@@ -46,13 +46,20 @@ import onnx
 
 from .. import __version__, hardware
 from ..engines.ort import cpu_session, run_first_output
-from ..errors import U2Error
+from ..errors import Interrupted, U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
 from ..files import sha256_of as file_sha256
 from ..validate import Comparison, compare_maps
 from . import qdq_rewrites, qdq_rules, rewrites, saturation
-from .cache import CacheKey, load_ranges, save_ranges
-from .calibrate import CalibrationStats, calibrate, method_options, ort_method, to_tensors_data
+from .cache import CacheKey, load_partial, load_ranges, partial_path, save_partial, save_ranges
+from .calibrate import (
+    CalibrationInterrupted,
+    CalibrationStats,
+    calibrate,
+    method_options,
+    ort_method,
+    to_tensors_data,
+)
 from .dataset import DEFAULT_CALIB_DIR, DEFAULT_NUM, calibration_set, input_spec
 
 log = logging.getLogger(__name__)
@@ -116,6 +123,7 @@ class QuantizeResult:
     manifest: dict[str, str]
     rewritten_nodes: list[str] = field(default_factory=list)
     saturation_bounds: list[saturation.ChannelBound] = field(default_factory=list)
+    source: Path | None = None
 
     def status_line(self) -> str:
         calib = (f"calibrated {self.calibration.images} images in {self.calibration.seconds:.0f} s"
@@ -131,7 +139,7 @@ class QuantizeResult:
         return (f"quantized {self.path} ({human_size(self.size_bytes)}, {ratio:.2f}× the FP32 file) in "
                 f"{self.seconds:.0f} s · int8 {self.target}, {self.method}, {calib} · {check}"
                 f"vs FP32 ONNX max|Δ| {self.vs_fp32.max_abs:.2g}, mean|Δ| {self.vs_fp32.mean_abs:.2g} · "
-                f"next: u2bench parity --candidates {self.path}")
+                f"next: u2bench latency --model {self.source} --model {self.path} --paired")
 
 
 def load_source(path: str | Path, verb: str = "quantize") -> onnx.ModelProto:
@@ -142,6 +150,9 @@ def load_source(path: str | Path, verb: str = "quantize") -> onnx.ModelProto:
     model = qdq_rules.load_onnx(path)
     if not model.graph.node:
         raise U2Error(f"{path}: not an ONNX model (no graph)")
+    from ..engines.contract import check_contract
+
+    check_contract(model, str(path))  # one float32 N×3×H×W input, an N×1×H×W first output
     meta = {p.key: p.value for p in model.metadata_props}
     quantized = [n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS]
     if quantized or meta.get("precision") == "int8":
@@ -189,8 +200,8 @@ def _preprocess(source: Path, out: Path) -> None:
     quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
 
 
-def _run(path: Path, x: np.ndarray) -> np.ndarray:
-    return run_first_output(cpu_session(path), x)
+def _run(path: Path, x: np.ndarray, qdq_in_float: bool = False) -> np.ndarray:
+    return run_first_output(cpu_session(path, qdq_in_float=qdq_in_float), x)
 
 
 def default_output(source: Path, target: str) -> Path:
@@ -201,8 +212,19 @@ def default_cache(source: Path) -> Path:
     return source.with_name(f"{source.stem}.calib.json")
 
 
+def default_target() -> tuple[str, str]:
+    """The target that suits this machine, and why: TensorRT only where it and a CUDA GPU are."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "cpu", "no TensorRT here"
+    if hardware.gpu() is None:
+        return "cpu", "no CUDA GPU here"
+    return "tensorrt", "TensorRT and a CUDA GPU here"
+
+
 def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: str | Path | None = None, *,
-                   target: str = "tensorrt", num: int | None = DEFAULT_NUM, method: str = "minmax",
+                   target: str | None = None, num: int | None = DEFAULT_NUM, method: str = "minmax",
                    seed: int = 0, exclude: list[str] | tuple[str, ...] = (), keep_head_float: bool = True,
                    cache: str | Path | None = None, recalibrate: bool = False,
                    progress: bool = True, n_verify: int = 4, recipe: Recipe | None = None,
@@ -213,6 +235,9 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
     accumulate in 32 bits (VNNI, AMX, ARM), saturating on other x86 CPUs (see :mod:`.saturation`).
     """
     started = time.perf_counter()
+    if target is None:
+        target, why = default_target()
+        log.info("--target %s (%s; pass --target to choose)", target, why)
     if target not in TARGETS:
         raise U2Error(f"--target {target}: expected one of {', '.join(TARGETS)}")
     options = method_options(method)
@@ -252,9 +277,11 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
             rewrites.fit_convs_to_mlas(rewritten)
             onnx.save(rewritten, str(calibration_graph))
             batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
-            ranges, stats = calibrate(calibration_graph, calib, method, batch, progress)
+            ranges, stats = _calibrate_resumably(calibration_graph, calib, method, batch, progress, cache, key,
+                                                 None if recalibrate else load_partial(cache, key))
             save_ranges(cache, key, ranges, {"skipped": [str(p) for p, _ in calib.skipped],
                                             "seconds": round(stats.seconds, 1)})
+            partial_path(cache).unlink(missing_ok=True)
         else:
             log.info("calibration ranges from %s (same model, preprocessing and images)", cache)
         to_quantize, changed = prepared, []
@@ -290,7 +317,7 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
             if violations:
                 raise U2Error(qdq_rules.report(violations, str(output), quantized).replace("\n", ";"))
             onnx.save(quantized, str(out_tmp))
-            vs_fp32 = _verify(source, out_tmp, calib, n_verify)
+            vs_fp32 = _verify(source, out_tmp, calib, n_verify, emulate_tensorrt=target == "tensorrt")
     size_bytes = output.stat().st_size
     write_json(Path(f"{output}.json"), {
         **manifest, "file": output.name, "size_bytes": size_bytes, "source": str(source),
@@ -310,7 +337,7 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
     return QuantizeResult(path=output, target=target, method=method, seconds=time.perf_counter() - started,
                           size_bytes=size_bytes, source_size_bytes=source.stat().st_size, calibration=stats,
                           cache=cache, excluded=excluded, vs_fp32=vs_fp32, violations=violations,
-                          manifest=manifest, rewritten_nodes=changed, saturation_bounds=bounds)
+                          manifest=manifest, rewritten_nodes=changed, saturation_bounds=bounds, source=source)
 
 
 def _check_saturation(quantized: onnx.ModelProto, output: Path, vnni_only: bool) -> list[saturation.ChannelBound]:
@@ -319,6 +346,23 @@ def _check_saturation(quantized: onnx.ModelProto, output: Path, vnni_only: bool)
     if violations and not vnni_only:
         raise U2Error(saturation.report(violations, bounds, str(output)).splitlines()[0] + "; nothing written")
     return bounds
+
+
+def _calibrate_resumably(graph: Path, calib, method: str, batch: int, progress: bool, cache: Path, key: CacheKey,
+                         resume: tuple[int, dict[str, tuple[float, float]]] | None):
+    """Calibrate; on Ctrl-C keep min-max ranges of the images done beside the cache, so a rerun resumes."""
+    if resume is not None and method == "minmax":
+        log.info("resuming calibration after %d of %d images (ranges in %s)", resume[0], len(calib.files),
+                 partial_path(cache))
+    try:
+        return calibrate(graph, calib, method, batch, progress, resume=resume)
+    except CalibrationInterrupted as stop:
+        if stop.ranges is None:
+            raise Interrupted(f"calibration stopped after {stop.files_done} of {len(calib.files)} images; "
+                              f"{method} ranges cannot be resumed, nothing written") from None
+        kept = save_partial(cache, key, stop.files_done, stop.ranges)
+        raise Interrupted(f"ranges of {stop.files_done} of {len(calib.files)} calibration images kept in "
+                          f"{kept}; the same command resumes from there") from None
 
 
 def _quantize_with_ort(prepared: Path, out: Path, recipe: Recipe, method: str, excluded: list[str],
@@ -431,8 +475,11 @@ def _metadata(model: onnx.ModelProto, recipe: Recipe, method: str, calib: dict[s
             "quantizer": "onnxruntime.quantization.quantize_static", "u2deploy_version": __version__}
 
 
-def _verify(source: Path, quantized: Path, calib, n: int) -> Comparison:
-    """The quantized model against the FP32 ONNX on a few calibration images: it loads, runs, stays finite."""
+def _verify(source: Path, quantized: Path, calib, n: int, emulate_tensorrt: bool) -> Comparison:
+    """The quantized model against the FP32 ONNX on a few calibration images: it loads, runs, stays finite.
+
+    A TensorRT graph runs with its Q/DQ in float (as TensorRT computes it), not on this CPU's kernels.
+    """
     from ..data import preprocess
     from ..data.images import read_image
 
@@ -445,7 +492,7 @@ def _verify(source: Path, quantized: Path, calib, n: int) -> Comparison:
         if len(images) == n:
             break
     x = preprocess.fast(images, calib.spec.size, calib.spec.mean, calib.spec.std)
-    comparison = compare_maps(_run(quantized, x), _run(source, x))
+    comparison = compare_maps(_run(quantized, x, emulate_tensorrt), _run(source, x))
     if comparison.nonfinite:
         raise U2Error(f"{quantized.name}: the quantized model outputs {comparison.nonfinite} NaN/Inf values; "
                       "nothing written")

@@ -28,17 +28,24 @@ def eval_command(
     """Score a folder of saliency maps: maxFβ, MAE, weighted Fβ, S-measure, relaxed boundary Fβ."""
     from ..bench.evaluate import evaluate_folder, format_table, report
     from ..bench.plots import check_plot_path, plot_pr_curves
-    from ..files import write_json
+    from ..files import check_destinations, write_json
 
+    check_destinations(json_out)
     if plot is not None:
         check_plot_path(plot)
     result = evaluate_folder(pred, gt, images_dir=images_dir, subset=subset, limit=limit, workers=workers)
+    for _, why in result.failed:
+        typer.echo(f"u2bench: {why}; not scored", err=True)
     typer.echo(format_table([result]))
     if json_out is not None:
         typer.echo(f"results: {write_json(json_out, report([result]))}")
     if plot is not None:
         title = f"{result.dataset}, n={result.n}"
         typer.echo(f"curves: {plot_pr_curves([result.curve()], plot, title=title)}")
+    if result.failed:
+        typer.echo(f"u2bench: {len(result.failed)} of {result.n + len(result.failed)} predictions could not be "
+                   "scored (listed above); the metrics cover the rest", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("latency")
@@ -75,11 +82,16 @@ def latency_command(
 ) -> None:
     """Latency (p50/p90/p99, mean ± std), throughput and peak memory of one or more artifacts."""
     from ..bench import claims as claims_check
-    from ..bench.latency import LatencyOptions, parse_batches, parse_size, run_latency
+    from ..bench.latency import LatencyOptions, parse_batches, run_latency
+    from ..bench.plots import check_plot_path
     from ..bench.report import latency_text, paired_text, plot_latency
     from ..errors import U2Error
-    from ..files import write_json
+    from ..files import check_destinations, write_json
+    from ..sizes import parse_size
 
+    check_destinations(json_out)
+    if plot is not None and not paired:
+        check_plot_path(plot)
     opts = LatencyOptions(
         backend=backend, device=device, precision=precision, batches=parse_batches(batch),
         size=parse_size(size), weights=weights, warmup_s=warmup_s, min_time_s=min_time_s, min_iters=min_iters,
@@ -117,16 +129,18 @@ def claims_command(
     weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint (else embedded or random).")
                        ] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads (all).")] = None,
-    warmup_s: Annotated[float, typer.Option("--warmup-s", min=0)] = 1.0,
-    min_time_s: Annotated[float, typer.Option("--min-time-s", min=0)] = 3.0,
-    min_iters: Annotated[int, typer.Option("--min-iters", min=1)] = 3,
+    warmup_s: Annotated[float, typer.Option("--warmup-s", min=0, help="Untimed seconds before timing.")] = 1.0,
+    min_time_s: Annotated[float, typer.Option("--min-time-s", min=0, help="Timed seconds per variant.")] = 3.0,
+    min_iters: Annotated[int, typer.Option("--min-iters", min=1, help="Timed calls per variant, at least.")] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the check here (JSON).")] = None,
 ) -> None:
     """The paper's 30/40 FPS next to FLOPs, bytes, roofline floors and a measurement on this machine."""
     from ..bench import claims as claims_check
-    from ..bench.latency import LatencyOptions, parse_size
-    from ..files import write_json
+    from ..bench.latency import LatencyOptions
+    from ..files import check_destinations, write_json
+    from ..sizes import parse_size
 
+    check_destinations(json_out)
     size_hw = parse_size(size)
     opts = LatencyOptions(device=device, weights=weights, threads=threads, warmup_s=warmup_s,
                           min_time_s=min_time_s, min_iters=min_iters)
@@ -145,10 +159,9 @@ def int8_ceiling_command(
 ) -> None:
     """INT8/FP32 speed of single convolutions here: the ratio a whole INT8 model is judged against."""
     from ..bench import int8_ceiling
-    from ..files import check_writable, write_json
+    from ..files import check_destinations, write_json
 
-    if json_out is not None:
-        check_writable(json_out)
+    check_destinations(json_out)
     result = int8_ceiling.measure(threads, min_time_s)
     typer.echo(int8_ceiling.render(result))
     if json_out is not None:
@@ -156,13 +169,9 @@ def int8_ceiling_command(
 
 
 def _parse_hw(size: str | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    h, _, w = size.lower().partition("x")
-    try:
-        return int(h), int(w or h)
-    except ValueError:
-        raise typer.BadParameter(f"{size!r}: expected N or HxW") from None
+    from ..sizes import parse_size
+
+    return parse_size(size)
 
 
 @app.command("predict")
@@ -177,19 +186,52 @@ def predict_command(
     size: Annotated[str | None, typer.Option("--size", help="N or HxW (default: the artifact's).")] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per call (dynamic-batch artifacts).")] = 8,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace masks/cut-outs already in OUT (input images are never replaced).")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Keep outputs already in OUT and skip their images (resume a run).")] = False,
 ) -> None:
     """Saliency masks (8-bit PNG, original size) for images, from any artifact."""
-    from ..bench.predict import predict
+    import sys
+
+    from tqdm import tqdm
+
+    from ..bench.predict import PredictInterrupted, plan_outputs, predict
     from ..data.images import list_images
     from ..engines import open_runner
 
-    paths = list_images([str(p) for p in images])
-    with open_runner(model, weights=weights, device=device) as runner:
-        report = predict(runner, paths, output, mode=preprocess_mode, size=_parse_hw(size), batch=batch,
-                         cutout=cutout, on_error=lambda msg: typer.echo(f"u2bench: {msg}", err=True))
-    typer.echo(f"wrote {len(report.written)} masks to {output}"
-               + (f" · {len(report.failed)} images failed" if report.failed else "")
-               + f" · next: u2bench eval --pred {output} --gt MASKS_DIR")
+    def say(msg: str) -> None:  # through tqdm, so that a line never garbles the progress bar
+        tqdm.write(f"u2bench: {msg}", file=sys.stderr)
+
+    scan_skipped: list[tuple[Path, str]] = []
+    try:
+        paths = list_images([str(p) for p in images], skipped=scan_skipped)
+    finally:
+        for entry, why in scan_skipped:
+            say(f"{entry}: {why}; skipped")
+    hw = _parse_hw(size)
+    plan = plan_outputs(paths, output, cutout=cutout, overwrite=overwrite, skip_existing=skip_existing)
+    try:
+        with open_runner(model, weights=weights, device=device) as runner:
+            report = predict(runner, paths, output, mode=preprocess_mode, size=hw, batch=batch,
+                             cutout=cutout, plan=plan, on_error=say)
+    except KeyboardInterrupt as exc:
+        written = len(exc.report.written) if isinstance(exc, PredictInterrupted) else 0
+        say(f"interrupted: {written} masks written to {output} and kept"
+            + (" · rerun with --skip-existing to resume" if written else ""))
+        raise typer.Exit(130) from None
+    cutouts = f" and {len(report.cutouts)} cut-outs" if report.cutouts else ""
+    parts = [f"wrote {len(report.written)} masks{cutouts} to {output}" if report.written or not report.failed
+             else f"wrote no masks: all {len(report.failed)} images failed"]
+    if report.skipped:
+        parts.append(f"{len(report.skipped)} images skipped (outputs already there)")
+    if scan_skipped:
+        parts.append(f"{len(scan_skipped)} folder entries skipped")
+    if report.failed and report.written:
+        parts.append(f"{len(report.failed)} images failed")
+    if report.written or not report.failed:
+        parts.append(f"next: u2bench eval --pred {output} --gt MASKS_DIR")
+    typer.echo(" · ".join(parts))
     if report.failed:
         raise typer.Exit(1)
 
@@ -220,14 +262,16 @@ def parity_command(
     from ..bench.plots import check_plot_path, plot_pr_curves
     from ..data.datasets import open_dataset
     from ..engines import open_runner
-    from ..files import write_json
+    from ..files import check_destinations, write_json
 
+    size_hw = _parse_hw(size)
+    check_destinations(json_out)
     if plot is not None:
         check_plot_path(plot)
     dataset = (open_dataset(images=data, masks=masks, subset=subset, limit=limit) if masks is not None
                else open_dataset(data, subset=subset, limit=limit))
     with open_runner(f"torch:{variant}", weights=weights, device=device) as reference:
-        report = run_parity(reference, candidates or [], dataset, size=_parse_hw(size), batch=batch,
+        report = run_parity(reference, candidates or [], dataset, size=size_hw, batch=batch,
                             device=device, max_delta_maxf=max_delta_maxf, max_delta_mae=max_delta_mae)
     typer.echo(format_parity(report))
     if json_out is not None:

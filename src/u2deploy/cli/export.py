@@ -51,8 +51,9 @@ def trt_command(
         "-o", "--output", help="Engine file (default <u2netp|u2net|onnx stem>_<precision>.engine).")] = None,
 ) -> None:
     """Build a TensorRT engine (8.6, 10.x or 11.x) with a JSON manifest beside it."""
-    from ..export.trt import build_trt_engine, parse_size, precision_from_flags
+    from ..export.trt import build_trt_engine, precision_from_flags
     from ..export.trt_plan import BatchRange
+    from ..sizes import parse_size
 
     result = build_trt_engine(
         onnx=onnx, variant=variant, weights=weights, precision=precision_from_flags(fp16, int8, fp32),
@@ -64,12 +65,14 @@ def trt_command(
     typer.echo(result.status_line())
 
 
-def _size_option(size: int | None, height: int | None, width: int | None) -> tuple[int, int] | None:
+def _size_option(size: str | None, height: int | None, width: int | None) -> tuple[int, int] | None:
+    from ..sizes import parse_size
+
     if height is not None or width is not None:
-        if height is None or width is None:
-            raise typer.BadParameter("--height and --width go together")
-        return height, width
-    return (size, size) if size is not None else None
+        if height is None or width is None or size is not None:
+            raise typer.BadParameter("give --size, or --height and --width together")
+        return parse_size(f"{height}x{width}", "--height/--width")
+    return parse_size(size)
 
 
 @app.command("onnx")
@@ -77,10 +80,10 @@ def onnx_command(
     variant: Annotated[str, typer.Option("--variant", help="full (U²-Net) or small (U²-Net†).")] = "small",
     weights: Annotated[Path | None, typer.Option(
         "--weights", help="Checkpoint (u2net.pth, u2netp.pth, …); default: the embedded demo weights.")] = None,
-    size: Annotated[int | None, typer.Option("--size", min=32, help="Square input size (default: the weights').")
-                    ] = None,
-    height: Annotated[int | None, typer.Option("--height", min=32, help="Input height.")] = None,
-    width: Annotated[int | None, typer.Option("--width", min=32, help="Input width.")] = None,
+    size: Annotated[str | None, typer.Option(
+        "--size", help="N or HxW, each side 32-4096 (default: the weights').")] = None,
+    height: Annotated[int | None, typer.Option("--height", help="Input height (with --width).")] = None,
+    width: Annotated[int | None, typer.Option("--width", help="Input width (with --height).")] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Static batch size.")] = 1,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Batch axis left dynamic.")] = False,
     dynamic_hw: Annotated[bool, typer.Option("--dynamic-hw", help="Height and width left dynamic.")] = False,
@@ -113,7 +116,9 @@ def quantize_command(
         "--calib", help="Calibration images (default: DUTS-TR/DUTS-TR-Image).")] = None,
     num: Annotated[int, typer.Option("--num", min=1, help="Images drawn from --calib (all if fewer).")] = 300,
     method: Annotated[str, typer.Option("--method", help="minmax, entropy or percentile.")] = "minmax",
-    target: Annotated[str, typer.Option("--target", help="cpu (ONNX Runtime) or tensorrt.")] = "tensorrt",
+    target: Annotated[str | None, typer.Option(
+        "--target", help="cpu (ONNX Runtime) or tensorrt (default: tensorrt where TensorRT and a GPU are, else cpu)."
+    )] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Keep this node in float (repeat).")
                        ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,

@@ -75,14 +75,43 @@ def unit_float(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float64) / float(np.iinfo(image.dtype).max)
 
 
-def list_images(folder_or_files: str | Path | list[str | Path]) -> list[Path]:
-    """Image files of a folder (sorted by name), or the given files as they are."""
+def list_images(folder_or_files: str | Path | list[str | Path],
+                skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Image files of a folder (sorted by name; GIFs too, first frame), or the given files as they are.
+
+    A folder's entries that are named like images but are not files (a folder ``x.jpg``, a dangling
+    symlink, a symlink loop, a FIFO …) are left out; with ``skipped``, each is appended there with
+    the reason, so that the caller can report it rather than drop it silently.
+    """
+    import errno
+    import stat
+
+    suffixes = (*IMAGE_SUFFIXES, ".gif")  # read_image takes GIFs given directly; a folder's are no different
     items = folder_or_files if isinstance(folder_or_files, list) else [folder_or_files]
     found: list[Path] = []
     for item in map(Path, items):
         if item.is_dir():
-            found.extend(sorted(p for p in item.iterdir()
-                                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            try:
+                entries = sorted(p for p in item.iterdir() if p.suffix.lower() in suffixes)
+            except OSError as exc:
+                raise U2Error(f"{item}: cannot list the folder ({exc.strerror or exc})") from None
+            for entry in entries:
+                try:
+                    mode = entry.stat().st_mode
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        why = "symlink loop"
+                    elif entry.is_symlink():
+                        why = "dangling symlink (its target does not exist)"
+                    else:
+                        why = f"cannot read it ({exc.strerror or exc})"
+                else:
+                    if stat.S_ISREG(mode):
+                        found.append(entry)
+                        continue
+                    why = "a folder, not an image file" if stat.S_ISDIR(mode) else "not a regular file"
+                if skipped is not None:
+                    skipped.append((entry, why))
         elif item.exists():
             found.append(item)
         else:

@@ -13,8 +13,11 @@ import onnx
 from .. import hardware
 from ..errors import U2Error
 from .base import ArtifactInfo, Runner
+from .contract import check_contract
 
 log = logging.getLogger(__name__)
+# Q/DQ pairs run as written around float ops, instead of being fused into ONNX Runtime's integer kernels.
+QDQ_IN_FLOAT = ("session.disable_quant_qdq", "1")
 
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -74,13 +77,14 @@ class OnnxRuntimeRunner(Runner):
         metadata = _metadata(path)
         self.emulated = emulates_tensorrt(metadata, provider)
         if self.emulated:
-            options.add_session_config_entry("session.disable_quant_qdq", "1")
+            options.add_session_config_entry(*QDQ_IN_FLOAT)
         warn_if_saturating(path, metadata)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=wanted)
         except Exception as exc:  # ORT raises its own exception types per failure
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise U2Error(f"{path}: ONNX Runtime cannot load it ({first[:200]})") from None
+        check_contract(self.session, str(path))
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -112,11 +116,12 @@ class OnnxRuntimeRunner(Runner):
         self.session = None  # type: ignore[assignment]
 
 
-def cpu_session(model: str | Path | bytes | onnx.ModelProto, optimise: bool = True):
+def cpu_session(model: str | Path | bytes | onnx.ModelProto, optimise: bool = True, qdq_in_float: bool = False):
     """A quiet CPU session: what the export and precision stages verify their graphs with.
 
     ``optimise=False`` keeps every node as written, so intermediate tensors keep their names and
-    Q/DQ or FP16-rounding nodes are not fused away.
+    Q/DQ or FP16-rounding nodes are not fused away. ``qdq_in_float`` runs Q/DQ pairs as such around
+    float ops instead of ONNX Runtime's integer kernels: TensorRT's arithmetic, on any CPU.
     """
     import onnxruntime as ort
 
@@ -124,6 +129,8 @@ def cpu_session(model: str | Path | bytes | onnx.ModelProto, optimise: bool = Tr
     options.log_severity_level = 3
     if not optimise:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if qdq_in_float:
+        options.add_session_config_entry(*QDQ_IN_FLOAT)
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else (
         model if isinstance(model, bytes) else str(model))
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import __version__
+from .. import __version__, hardware
 from ..engines.ort import cpu_session, run_first_output, with_outputs
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
@@ -57,6 +57,7 @@ class Fp16Result:
     vs_fp32_emulated: Comparison  # FP16 rounding of every tensor, FP32 accumulation
     images: str
     manifest: dict[str, str] = field(default_factory=dict)
+    source: Path | None = None
 
     def status_line(self) -> str:
         ratio = self.size_bytes / self.source_size_bytes
@@ -64,7 +65,8 @@ class Fp16Result:
                 f"{self.seconds:.0f} s · {len(self.fp32_nodes)} nodes kept FP32 · "
                 f"max |activation| {self.max_activation:.3g} (FP16 max 65504) · vs FP32 on {self.images}: "
                 f"emulated FP16 max|Δ| {self.vs_fp32_emulated.max_abs:.2g}, ORT-CPU max|Δ| "
-                f"{self.vs_fp32_ort.max_abs:.2g} · next: u2bench parity --candidates {self.path}")
+                f"{self.vs_fp32_ort.max_abs:.2g} · next: u2bench latency --model {self.source} --model "
+                f"{self.path} --paired")
 
 
 def _float_tensors(model: onnx.ModelProto) -> set[str]:
@@ -307,11 +309,12 @@ def convert_fp16_model(onnx_path: str | Path, output: str | Path | None = None, 
                          "onnxruntime_cpu": {"max_abs": ort_cpu.max_abs, "mean_abs": ort_cpu.mean_abs,
                                              "note": "ORT's CPU provider computes most FP16 ops in FP32: "
                                                      "a lower bound of a GPU's error"}},
+        "built_on": hardware.build_host(),
     })
     return Fp16Result(path=output, seconds=time.perf_counter() - started, size_bytes=size_bytes,
                       source_size_bytes=source.stat().st_size, fp32_nodes=fp32_nodes,
                       max_activation=max(peaks.values(), default=0.0), vs_fp32_ort=ort_cpu,
-                      vs_fp32_emulated=emulated, images=images, manifest=manifest)
+                      vs_fp32_emulated=emulated, images=images, manifest=manifest, source=source)
 
 
 def convert_fp16(onnx_path: Path, output: Path) -> Path:

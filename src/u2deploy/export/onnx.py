@@ -102,6 +102,8 @@ def export_onnx(variant: str | None = "small", weights: str | Path | None = None
     check_opset(opset)
     if batch < 1:
         raise U2Error(f"--batch {batch}: must be at least 1")
+    if dynamic_batch and batch != 1:
+        raise U2Error(f"--batch {batch} with --dynamic-batch: choose one (a dynamic-batch export takes any batch)")
     if outputs not in ("fused", "all"):
         raise U2Error(f"--outputs {outputs}: expected fused or all")
     loaded = load_model(variant, weights)

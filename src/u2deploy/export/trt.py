@@ -57,16 +57,6 @@ def precision_from_flags(fp16: bool, int8: bool, fp32: bool) -> str:
     return chosen[0]
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*", text)
-    if not match:
-        raise U2Error(f"--size {text}: expected N or HxW, e.g. 320 or 320x320")
-    h = int(match.group(1))
-    return h, int(match.group(2) or h)
-
-
 def base_name(onnx: Path | None, variant: str | None) -> str:
     """The stem shared by the engine and the intermediate ONNX files: u2netp, u2net, or the ONNX's own."""
     if variant:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-import zipfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +24,81 @@ _PROBE_KEY = "stage6.rebnconvin.conv_s1.weight"
 _PROBE_CHANNELS = {512: "full", 64: "small"}
 
 
+_ZIP, _PICKLE = "zip", "pickle"
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+_KNOWN_HEADS = (  # what people pass as --weights by mistake
+    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x1f\x8b", "a gzip archive"),
+    (b"version https://git-lfs", "a Git LFS pointer, not the weights: run git lfs pull"),
+    (b"<!doctype html", "an HTML page: a failed download?"), (b"<html", "an HTML page: a failed download?"),
+)
+
+
+def _head(path: Path, n: int = 64) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as exc:
+        raise U2Error(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _is_pickle(head: bytes) -> bool:
+    """torch.save's legacy format: a pickle, protocol 2 and up (``PROTO`` opcode, then the protocol)."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _what_it_is(head: bytes) -> str:
+    if not head:
+        return "empty file"
+    for magic, what in _KNOWN_HEADS:
+        if head.lower().startswith(magic.lower()):
+            return what
+    text = head.decode("utf-8", errors="replace")
+    if "\ufffd" not in text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        first = text.strip().splitlines()[0][:40] if text.strip() else ""
+        return f"a text file starting {first!r}; expected a zip archive or a pickle"
+    return f"starts with bytes {head[:4].hex(' ')}; expected a zip archive (50 4b 03 04) or a pickle (80 02)"
+
+
+def _load_failure(exc: Exception, kind: str, head: bytes) -> str:
+    """What the file is, in a few words, from torch's exception; never torch's advice to load unsafely."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0].strip()
+        if detail.startswith("Unsupported global:"):
+            name = detail.removeprefix("Unsupported global:").split(" was not", 1)[0].strip()
+            return (f"not a plain state_dict but a pickle with code objects ({_clean(name) or 'a global'}), "
+                    "refused: only plain state_dicts load")
+        if kind == _PICKLE and head[1] > 2:  # torch.save writes protocol 2; FRAME (149) needs 4
+            detail = f"pickle protocol {head[1]}, not written by torch.save: {detail}"
+        return (f"not a plain state_dict but a pickle the safe loader cannot read ({_clean(detail) or 'an opcode'}), "
+                "refused: only plain state_dicts load")
+    if kind == _ZIP:
+        reason = text.split("zip archive:", 1)[1].split(".", 1)[0].strip() if "zip archive:" in text else ""
+        return f"truncated or corrupt checkpoint ({_clean(reason) or 'damaged zip archive'})"
+    return f"truncated or corrupt checkpoint (damaged pickle: {type(exc).__name__})"
+
+
+def _clean(text: str, limit: int = 80) -> str:
+    """One short line, and nothing of torch's "weights_only set to False" advice."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return "" if "weights_only" in line else line[:limit]
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a plain state_dict with ``weights_only=True``: pickled code is refused, never run."""
     path = Path(path)
     if not path.is_file():
         raise U2Error(f"{path}: no such weights file")
+    head = _head(path)
+    kind = _ZIP if head.startswith(_ZIP_MAGIC) else _PICKLE if _is_pickle(head) else None
+    if kind is None:
+        raise U2Error(f"{path}: not a PyTorch checkpoint ({_what_it_is(head)})")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise U2Error(f"{path}: not a plain state_dict; refusing to unpickle it ({first})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise U2Error(f"{path}: truncated or corrupt checkpoint ({type(exc).__name__})") from None
+        with warnings.catch_warnings():  # "Detected pickle protocol 4 …" and the like: said below in one line
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises IndexError, KeyError, EOFError, RuntimeError … from inside its unpickler
+        raise U2Error(f"{path}: {_load_failure(exc, kind, head)}") from None
     if not isinstance(obj, dict) or not obj or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise U2Error(f"{path}: not a state_dict (expected a mapping of names to tensors, "
