@@ -369,3 +369,14 @@ def test_ctrl_c_keeps_minmax_ranges_and_a_rerun_resumes_to_the_same_ranges(rando
     quantize_model(random_small_onnx, calib_dir, tmp_path / "f.onnx", target="cpu", num=6, cache=fresh,
                    progress=False)
     assert json.loads(cache.read_text())["ranges"] == json.loads(fresh.read_text())["ranges"]
+
+    # Interrupted after the last image: the rerun has nothing left to read and keeps the ranges.
+    from u2deploy.calibration.cache import CacheKey, save_partial
+
+    stored = json.loads(cache.read_text())
+    ranges = {name: tuple(r) for name, r in stored["ranges"].items()}
+    save_partial(cache, CacheKey(**stored["key"]), 6, ranges)
+    cache.unlink()
+    again = quantize_model(random_small_onnx, calib_dir, tmp_path / "g.onnx", target="cpu", num=6, cache=cache,
+                           progress=False)
+    assert again.path.is_file() and json.loads(cache.read_text())["ranges"] == stored["ranges"]

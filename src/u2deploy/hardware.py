@@ -86,6 +86,7 @@ def cpu() -> dict[str, Any]:
         "model": f"{name} ({core})" if core and core not in name else name,
         "family": family,
         "model_number": model,
+        "x86": platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable,
         "physical_cores": _physical_cores(),
@@ -96,21 +97,34 @@ def cpu() -> dict[str, Any]:
 
 
 def has_int8_dot_product(isa: list[str] | None = None) -> bool:
-    """Whether int8 convolutions accumulate exactly here (see ``INT8_DOT_PRODUCT``)."""
+    """Whether the CPU reports an int8 dot product that accumulates in 32 bits (``INT8_DOT_PRODUCT``)."""
     return any(f in INT8_DOT_PRODUCT for f in (cpu()["isa"] if isa is None else isa))
+
+
+def int8_saturates(info: dict[str, Any] | None = None) -> bool | None:
+    """True on x86 without an int8 dot product (VPMADDUBSW's int16 pair sums saturate); False where
+    int8 sums are exact (VNNI, AMX, ARM); None when the instruction sets could not be read."""
+    c = info or cpu()
+    if not c.get("x86", True):
+        return False  # ARM's kernels widen before they add, dot product or not
+    if not c["isa"]:
+        return None
+    return not has_int8_dot_product(c["isa"])
 
 
 def isa_line(info: dict[str, Any] | None = None) -> str:
     """The CPU and the instruction sets that decide int8 speed and accuracy, for captions and manifests."""
     c = info or cpu()
-    dot = "int8 dot product" if has_int8_dot_product(c["isa"]) else "no int8 dot product: u8×s8 saturates"
-    return f"{c['model']} [{' '.join(c['isa']) or 'no SIMD flags read'}; {dot}]"
+    saturates = int8_saturates(c)
+    dot = {True: "no int8 dot product: u8×s8 saturates", False: "int8 sums exact",
+           None: "int8 dot product unknown"}[saturates]
+    return f"{c['model']} [{' '.join(c['isa']) or 'instruction sets not read'}; {dot}]"
 
 
 def build_host() -> dict[str, Any]:
     """What an artifact manifest records of the machine that built and verified it."""
     c = cpu()
-    return {"cpu": c["model"], "isa": c["isa"], "int8_dot_product": has_int8_dot_product(c["isa"]),
+    return {"cpu": c["model"], "isa": c["isa"], "int8_saturates": int8_saturates(c),
             "gpu": _nvidia_smi().get("name") or None}
 
 

@@ -108,13 +108,15 @@ def quantize_reference(fp32: Path, out: Path, case: ConvCase) -> None:
         root.setLevel(level)
 
 
-def _session(path: Path, threads: int):
+def _session(path: Path, threads: int, profiled: bool = False):
+    """Default options, as a user and rembg run them, at ``threads``; ``profiled`` also records per-node times."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()  # defaults, as a user and rembg run them; the thread count set
+    options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.enable_profiling = True  # per-node times for the kernel ratio; a few events per call
-    options.profile_file_prefix = str(path.with_suffix(""))
+    if profiled:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(path.with_suffix(""))
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -132,7 +134,9 @@ def time_case(case: ConvCase, threads: int, min_time_s: float, tmp: Path) -> dic
     onnx.save(conv_model(case), str(fp32))
     quantize_reference(fp32, int8, case)
     x = _inputs(case, 1, seed=2)[0]
-    sessions = [_session(fp32, threads), _session(int8, threads)]
+    # Plain sessions time the graph; profiled twins, in the same rounds, give the kernel times.
+    sessions = [_session(fp32, threads), _session(int8, threads),
+                _session(fp32, threads, profiled=True), _session(int8, threads, profiled=True)]
     steps = [(Step(call=lambda s=s: s.run(None, {"x": x}), covers="model"), lambda: None) for s in sessions]
     warm = []
     for step, _ in steps:
@@ -142,11 +146,11 @@ def time_case(case: ConvCase, threads: int, min_time_s: float, tmp: Path) -> dic
             step.call()
         warm.append((time.perf_counter() - t0) * 1e3 / 3)
     k = calls_per_round(warm, 0.2)
-    (fp32_ms, int8_ms), seconds = interleave(steps, k, min_time_s, min_rounds=MIN_ROUNDS,
-                                             settle_s=SETTLE_S if threads > 1 else 0.0)
+    (fp32_ms, int8_ms, _, _), seconds = interleave(steps, k, min_time_s, min_rounds=MIN_ROUNDS,
+                                                   settle_s=SETTLE_S if threads > 1 else 0.0)
     ratios = [i / f for i, f in zip(int8_ms, fp32_ms, strict=True)]
     fp32_med, int8_med = statistics.median(fp32_ms), statistics.median(int8_ms)
-    fp32_kernel, int8_kernel = _kernel_ms(sessions[0], ("Conv", "FusedConv")), _kernel_ms(sessions[1], ("QLinearConv",))
+    fp32_kernel, int8_kernel = _kernel_ms(sessions[2], ("Conv", "FusedConv")), _kernel_ms(sessions[3], ("QLinearConv",))
     return {**asdict(case), "macs": case.macs, "threads": threads, "rounds": len(ratios), "calls_per_round": k,
             "fp32_ms": round(fp32_med, 4), "int8_ms": round(int8_med, 4),
             "fp32_gmac_s": round(case.macs / fp32_med / 1e6, 1), "int8_gmac_s": round(case.macs / int8_med / 1e6, 1),

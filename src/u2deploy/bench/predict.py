@@ -37,6 +37,22 @@ class PredictReport:
     skipped: list[Path] = field(default_factory=list)  # inputs whose outputs were already there
     cutouts: list[Path] = field(default_factory=list)
 
+    def summary(self, out_dir: Path, entries_skipped: int = 0) -> str:
+        """One line: what was written, skipped and failed, and the next command when there is one."""
+        cutouts = f" and {len(self.cutouts)} cut-outs" if self.cutouts else ""
+        wrote = bool(self.written or not self.failed)
+        parts = [f"wrote {len(self.written)} masks{cutouts} to {out_dir}" if wrote
+                 else f"wrote no masks: all {len(self.failed)} images failed"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} images skipped (outputs already there)")
+        if entries_skipped:
+            parts.append(f"{entries_skipped} folder entries skipped")
+        if self.failed and self.written:
+            parts.append(f"{len(self.failed)} images failed")
+        if wrote:
+            parts.append(f"next: u2bench eval --pred {out_dir} --gt MASKS_DIR")
+        return " · ".join(parts)
+
 
 class PredictInterrupted(KeyboardInterrupt):
     """Ctrl-C during :func:`predict`: ``report`` holds the masks written (and kept) before it."""

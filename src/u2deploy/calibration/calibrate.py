@@ -142,12 +142,14 @@ def calibrate(model_path: Path, calib: CalibrationSet, method: str, batch: int =
                     bar.set_postfix(skipped=len(calib.skipped), refresh=False)
         except KeyboardInterrupt:
             raise CalibrationInterrupted(done, _kept(calibrator, kept, method, done > start)) from None
-        with contextlib.redirect_stdout(io.StringIO()):
-            tensors = calibrator.compute_data()
+        if kept is not None and len(calib.skipped) == calib.consumed - start:
+            ranges = kept  # nothing left to read (interrupted after the last image, or the rest unreadable)
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):
+                ranges = _as_ranges(calibrator.compute_data())
+            if kept is not None:
+                ranges = merge(ranges, kept)
         del calibrator
-    ranges = _as_ranges(tensors)
-    if kept is not None:
-        ranges = merge(ranges, kept)
     used = len(calib.files) - len(calib.skipped)
     return ranges, CalibrationStats(time.perf_counter() - started, used, len(calib.skipped), peak_rss_bytes())
 

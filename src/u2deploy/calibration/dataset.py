@@ -21,6 +21,7 @@ from ..data import preprocess
 from ..data.images import IMAGE_SUFFIXES, read_image
 from ..errors import U2Error
 from ..model.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..sizes import parse_size
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,8 @@ def input_spec(model: onnx.ModelProto, source: Path | str = "model") -> InputSpe
     graph_input = model.graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in graph_input.type.tensor_type.shape.dim]
     size: tuple[int, int] | None = (dims[2], dims[3]) if len(dims) == 4 and dims[2] and dims[3] else None
-    if size is None and meta.get("input_size"):
-        h, _, w = meta["input_size"].lower().partition("x")
-        size = (int(h), int(w))
+    if size is None:
+        size = parse_size(meta.get("input_size"), f"{source}: metadata input_size")
     if size is None:
         raise U2Error(f"{source}: input height and width are dynamic and no input_size metadata says "
                       "which size to calibrate at; export with --size")
@@ -131,6 +131,7 @@ class CalibrationSet:
         """Preprocessed N×3×H×W float32 batches of ``files[start:limit]``; unreadable images are skipped
         and counted once. ``consumed`` is the number of files read when a batch is handed out."""
         self.skipped.clear()
+        self.consumed = start
         pending: list[np.ndarray] = []
         for index, path in enumerate(self.files[:limit][start:], start=start):
             self.consumed = index + 1
@@ -147,7 +148,7 @@ class CalibrationSet:
         if self.skipped:
             log.warning("calibration: skipped %d unreadable image%s (first: %s)", len(self.skipped),
                         "s" if len(self.skipped) > 1 else "", self.skipped[0][1])
-        if len(self.skipped) == len(self.files[:limit][start:]):
+        if start == 0 and len(self.skipped) == len(self.files[:limit]):
             raise U2Error(f"--calib {self.folder}: none of the {len(self.skipped)} sampled images "
                           "could be read")
 

@@ -227,6 +227,16 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     return model
 
 
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                 "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QLinearConcat")
+
+
+def quantized_nodes(model: onnx.ModelProto) -> list[str]:
+    """Op types of the nodes that make a graph quantized (Q/DQ, QLinear*, *Integer), in graph order."""
+    return [n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS
+            or n.op_type.startswith("QLinear") or n.op_type.endswith("Integer")]
+
+
 def count_qdq(model: onnx.ModelProto) -> tuple[int, int]:
     """(QuantizeLinear, DequantizeLinear) node counts."""
     ops = [n.op_type for n in model.graph.node]
@@ -255,15 +265,12 @@ def check_rules(path: str | Path, rules: str = "auto") -> tuple[str, bool]:
     from . import saturation
 
     model = load_onnx(path)
-    if not model.graph.node:
-        raise U2Error(f"{path}: not an ONNX model (no graph)")
     if rules == "auto":
         target = next((p.value for p in model.metadata_props if p.key == "quant_target"), "tensorrt")
         rules = "cpu" if target == "cpu" else "tensorrt"
     if rules not in ("tensorrt", "cpu"):
         raise U2Error(f"--rules {rules}: expected tensorrt, cpu or auto")
-    if count_qdq(model) == (0, 0) and not any(n.op_type.startswith("QLinear") or n.op_type.endswith("Integer")
-                                              for n in model.graph.node):
+    if not quantized_nodes(model):
         return f"{path}: no quantized nodes to check (a float model)", True
     if rules == "cpu":
         violations, bounds = saturation.check_saturation(model)

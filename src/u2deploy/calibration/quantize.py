@@ -45,6 +45,7 @@ import numpy as np
 import onnx
 
 from .. import __version__, hardware
+from ..engines.contract import check_contract
 from ..engines.ort import cpu_session, run_first_output
 from ..errors import Interrupted, U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
@@ -65,8 +66,6 @@ from .dataset import DEFAULT_CALIB_DIR, DEFAULT_NUM, calibration_set, input_spec
 log = logging.getLogger(__name__)
 
 TARGETS = ("cpu", "tensorrt")
-QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                 "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QLinearConcat")
 
 
 @dataclass(frozen=True)
@@ -148,13 +147,9 @@ def load_source(path: str | Path, verb: str = "quantize") -> onnx.ModelProto:
     if path.suffix.lower() != ".onnx" and path.is_file():
         raise U2Error(f"{path}: not an ONNX file (expected MODEL.onnx, as u2export onnx writes)")
     model = qdq_rules.load_onnx(path)
-    if not model.graph.node:
-        raise U2Error(f"{path}: not an ONNX model (no graph)")
-    from ..engines.contract import check_contract
-
     check_contract(model, str(path))  # one float32 N×3×H×W input, an N×1×H×W first output
     meta = {p.key: p.value for p in model.metadata_props}
-    quantized = [n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+    quantized = qdq_rules.quantized_nodes(model)
     if quantized or meta.get("precision") == "int8":
         raise U2Error(f"{path}: already quantized ({len(quantized)} {quantized[0] if quantized else 'int8'} "
                       f"nodes); {verb} the FP32 model")
@@ -467,7 +462,7 @@ def _metadata(model: onnx.ModelProto, recipe: Recipe, method: str, calib: dict[s
             "weight_bits": str(bits),
             # Read by the ONNX Runtime runner: a CPU without an int8 dot product gets other numbers.
             "requires_int8_dot_product": "true" if recipe.target == "cpu" and not safe else "false",
-            "built_on": hardware.isa_line(),
+            "built_on_cpu": hardware.isa_line(),
             "calibration": f"method={method},images={used},seed={calib['seed']},folder={calib['folder']}",
             "calibration_images_sha256": str(calib["list_sha256"]),
             "float_nodes": ",".join(float_nodes), "graph_rewrites": ",".join(rewrites_applied) or "none",

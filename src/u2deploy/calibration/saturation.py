@@ -28,10 +28,10 @@ from .qdq_rules import QdqGraph, Violation, load_onnx
 
 U8_MAX = 255
 INT16_MAX = 32767
-# Weighted op → (index of its weight input, whether the weight is K×N (MatMul) rather than M×…).
-_WEIGHTED = {"Conv": (1, False), "MatMul": (1, True),
-             "QLinearConv": (3, False), "ConvInteger": (1, False),
-             "QLinearMatMul": (3, True), "MatMulInteger": (1, True)}
+# Weighted op → (index of its weight input, the weight's output-channel axis).
+_WEIGHTED = {"Conv": (1, 0), "ConvTranspose": (1, 1), "MatMul": (1, -1), "Gemm": (1, -1),
+             "QLinearConv": (3, 0), "ConvInteger": (1, 0), "QLinearMatMul": (3, -1), "MatMulInteger": (1, -1)}
+_FLOAT_FORMS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # integer only with DequantizeLinear inputs
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def _int8_weight(g: QdqGraph, node: onnx.NodeProto, index: int) -> np.ndarray | 
         return None
     name = node.input[index]
     producer = g.producer.get(name)
-    if node.op_type in ("Conv", "MatMul"):
+    if node.op_type in _FLOAT_FORMS:
         if producer is None or producer.op_type != "DequantizeLinear":
             return None  # a float weight: this node runs in float
         name = producer.input[0]
@@ -65,16 +65,16 @@ def _int8_weight(g: QdqGraph, node: onnx.NodeProto, index: int) -> np.ndarray | 
 
 def _integer_input(g: QdqGraph, node: onnx.NodeProto) -> bool:
     """Whether ONNX Runtime runs the node on integers: a QLinear/Integer op, or Q/DQ on both inputs."""
-    if node.op_type not in ("Conv", "MatMul"):
+    if node.op_type not in _FLOAT_FORMS:
         return True
     producer = g.producer.get(node.input[0])
     return producer is not None and producer.op_type == "DequantizeLinear"
 
 
-def pair_sums(weight: np.ndarray, k_by_n: bool) -> np.ndarray:
-    """Per output channel, the largest ``|w|₁ + |w|₂`` of two same-sign weights (int64)."""
-    w = weight.astype(np.int64)
-    rows = w.T.reshape(w.shape[-1], -1) if k_by_n else w.reshape(w.shape[0], -1)
+def pair_sums(weight: np.ndarray, out_axis: int = 0) -> np.ndarray:
+    """Per output channel (along ``out_axis``), the largest ``|w|₁ + |w|₂`` of two same-sign weights."""
+    w = np.moveaxis(weight.astype(np.int64), out_axis, 0)
+    rows = w.reshape(w.shape[0], -1)
     if rows.shape[1] < 2:
         rows = np.concatenate([rows, np.zeros_like(rows)], axis=1)
     positive = np.sort(np.where(rows > 0, rows, 0), axis=1)[:, -2:].sum(axis=1)
@@ -88,11 +88,13 @@ def channel_bounds(model: onnx.ModelProto) -> Iterator[ChannelBound]:
     for node in g.nodes:
         if node.op_type not in _WEIGHTED:
             continue
-        index, k_by_n = _WEIGHTED[node.op_type]
+        index, out_axis = _WEIGHTED[node.op_type]
         weight = _int8_weight(g, node, index)
         if weight is None or not _integer_input(g, node):
             continue
-        sums = U8_MAX * pair_sums(weight, k_by_n)
+        if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
+            out_axis = 0  # B is N×K
+        sums = U8_MAX * pair_sums(weight, out_axis)
         yield ChannelBound(node.name or f"{node.op_type}({node.output[0]})", node.op_type, len(sums),
                            int(sums.max()), int((sums > INT16_MAX).sum()))
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..sizes import parse_size
 from ._common import new_app, run
 
 app = new_app("u2bench", "Run, evaluate and time U²-Net artifacts (PyTorch, ONNX, TensorRT).")
@@ -87,7 +88,6 @@ def latency_command(
     from ..bench.report import latency_text, paired_text, plot_latency
     from ..errors import U2Error
     from ..files import check_destinations, write_json
-    from ..sizes import parse_size
 
     check_destinations(json_out)
     if plot is not None and not paired:
@@ -138,7 +138,6 @@ def claims_command(
     from ..bench import claims as claims_check
     from ..bench.latency import LatencyOptions
     from ..files import check_destinations, write_json
-    from ..sizes import parse_size
 
     check_destinations(json_out)
     size_hw = parse_size(size)
@@ -166,12 +165,6 @@ def int8_ceiling_command(
     typer.echo(int8_ceiling.render(result))
     if json_out is not None:
         typer.echo(f"results: {write_json(json_out, result)}")
-
-
-def _parse_hw(size: str | None) -> tuple[int, int] | None:
-    from ..sizes import parse_size
-
-    return parse_size(size)
 
 
 @app.command("predict")
@@ -209,7 +202,7 @@ def predict_command(
     finally:
         for entry, why in scan_skipped:
             say(f"{entry}: {why}; skipped")
-    hw = _parse_hw(size)
+    hw = parse_size(size)
     plan = plan_outputs(paths, output, cutout=cutout, overwrite=overwrite, skip_existing=skip_existing)
     try:
         with open_runner(model, weights=weights, device=device) as runner:
@@ -220,18 +213,7 @@ def predict_command(
         say(f"interrupted: {written} masks written to {output} and kept"
             + (" · rerun with --skip-existing to resume" if written else ""))
         raise typer.Exit(130) from None
-    cutouts = f" and {len(report.cutouts)} cut-outs" if report.cutouts else ""
-    parts = [f"wrote {len(report.written)} masks{cutouts} to {output}" if report.written or not report.failed
-             else f"wrote no masks: all {len(report.failed)} images failed"]
-    if report.skipped:
-        parts.append(f"{len(report.skipped)} images skipped (outputs already there)")
-    if scan_skipped:
-        parts.append(f"{len(scan_skipped)} folder entries skipped")
-    if report.failed and report.written:
-        parts.append(f"{len(report.failed)} images failed")
-    if report.written or not report.failed:
-        parts.append(f"next: u2bench eval --pred {output} --gt MASKS_DIR")
-    typer.echo(" · ".join(parts))
+    typer.echo(report.summary(output, len(scan_skipped)))
     if report.failed:
         raise typer.Exit(1)
 
@@ -264,7 +246,7 @@ def parity_command(
     from ..engines import open_runner
     from ..files import check_destinations, write_json
 
-    size_hw = _parse_hw(size)
+    size_hw = parse_size(size)
     check_destinations(json_out)
     if plot is not None:
         check_plot_path(plot)

@@ -33,11 +33,9 @@ class ArtifactInfo:
         """The input size the weights were made for, when the artifact records it."""
         if self.input_size is not None:
             return self.input_size
-        raw = self.metadata.get("input_size")
-        if raw:
-            h, w = (int(v) for v in raw.lower().split("x"))
-            return h, w
-        return None
+        from ..sizes import parse_size
+
+        return parse_size(self.metadata.get("input_size"), f"{self.path}: metadata input_size")
 
 
 class Runner(ABC):

@@ -30,14 +30,6 @@ def _static(dim: Any) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def _metadata(path: Path) -> dict[str, str]:
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # ONNX Runtime's own load reports a bad file in one line below
-        return {}
-    return {p.key: p.value for p in model.metadata_props}
-
-
 def emulates_tensorrt(metadata: dict[str, str], provider: str) -> bool:
     """A ``--target tensorrt`` Q/DQ graph on the CPU provider runs as TensorRT computes it: Q/DQ in float.
 
@@ -47,9 +39,9 @@ def emulates_tensorrt(metadata: dict[str, str], provider: str) -> bool:
     return provider == "cpu" and metadata.get("precision") == "int8" and metadata.get("quant_target") == "tensorrt"
 
 
-def warn_if_saturating(path: Path, metadata: dict[str, str]) -> None:
-    """One warning line when an artifact that needs an int8 dot product meets a CPU without one."""
-    if metadata.get("requires_int8_dot_product") == "true" and not hardware.has_int8_dot_product():
+def warn_if_saturating(path: Path, metadata: dict[str, str], provider: str = "cpu") -> None:
+    """One warning line when an artifact that needs an int8 dot product meets an x86 CPU without one."""
+    if provider == "cpu" and metadata.get("requires_int8_dot_product") == "true" and hardware.int8_saturates():
         log.warning("%s: built with 8-bit weights for CPUs with VNNI, AMX or ARM dot product; this CPU (%s) "
                     "has none, so its int8 sums saturate and the maps will differ: rebuild with "
                     "u2export quantize --target cpu (without --vnni-only)", path, hardware.cpu()["model"])
@@ -74,20 +66,16 @@ class OnnxRuntimeRunner(Runner):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        metadata = _metadata(path)
-        self.emulated = emulates_tensorrt(metadata, provider)
-        if self.emulated:
-            options.add_session_config_entry(*QDQ_IN_FLOAT)
-        warn_if_saturating(path, metadata)
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=wanted)
-        except Exception as exc:  # ORT raises its own exception types per failure
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise U2Error(f"{path}: ONNX Runtime cannot load it ({first[:200]})") from None
+        self.session = _load(path, options, wanted)
         check_contract(self.session, str(path))
+        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.emulated = emulates_tensorrt(metadata, provider)
+        if self.emulated:  # the metadata is known only once loaded: load again, Q/DQ in float
+            options.add_session_config_entry(*QDQ_IN_FLOAT)
+            self.session = _load(path, options, wanted)
+        warn_if_saturating(path, metadata, provider)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
-        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         n, _, h, w = inp.shape
         size = (_static(h), _static(w))
         batch = _static(n)
@@ -114,6 +102,16 @@ class OnnxRuntimeRunner(Runner):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
+
+
+def _load(path: Path, options, providers: list[str]):
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types per failure
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise U2Error(f"{path}: ONNX Runtime cannot load it ({first[:200]})") from None
 
 
 def cpu_session(model: str | Path | bytes | onnx.ModelProto, optimise: bool = True, qdq_in_float: bool = False):

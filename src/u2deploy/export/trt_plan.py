@@ -29,6 +29,7 @@ from typing import Any
 
 from ..engines.trt_compat import TrtVersion, check_gpu_supported, has_fast_fp16
 from ..errors import U2Error
+from ..sizes import parse_size
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("auto", "qdq", "calibrator")
@@ -250,14 +251,10 @@ def _shapes(request: BuildRequest, source: SourceModel) -> tuple[Shape, dict[str
 
 
 def _metadata_size(metadata: dict[str, str]) -> tuple[int, int] | None:
-    raw = metadata.get("input_size")
-    if not raw:
-        return None
     try:
-        h, w = (int(v) for v in raw.lower().split("x"))
-    except ValueError:
-        return None
-    return h, w
+        return parse_size(metadata.get("input_size"))
+    except U2Error:
+        return None  # the graph's own dims decide then
 
 
 def describe_onnx(path: Path) -> SourceModel:
