@@ -9,7 +9,7 @@ from PIL import Image
 from u2deploy.data.images import read_image
 from u2deploy.data.preprocess import fast
 from u2deploy.errors import U2Error
-from u2deploy.export.trt_calib import calibration_batches, parse_floats, sample_images
+from u2deploy.export.trt_calib import calibration_batches, sample_images
 
 
 @pytest.fixture
@@ -64,10 +64,11 @@ def test_missing_or_empty_folder(tmp_path):
 
 
 def test_mean_std_from_onnx_metadata():
-    assert parse_floats("0.485,0.456,0.406", (0, 0, 0)) == (0.485, 0.456, 0.406)
-    assert parse_floats(None, (1.0, 2.0, 3.0)) == (1.0, 2.0, 3.0)
-    assert parse_floats("(0.1, 0.2, 0.3)", ()) == (0.1, 0.2, 0.3)
-    with pytest.raises(U2Error, match="three values"):
-        parse_floats("0.1,0.2", ())
-    with pytest.raises(U2Error, match="comma-separated"):
-        parse_floats("a,b,c", ())
+    from u2deploy.artifact import IMAGENET_MEAN, ArtifactSpec
+
+    assert ArtifactSpec.from_metadata({"mean": "0.1,0.2,0.3"}).mean == (0.1, 0.2, 0.3)
+    assert ArtifactSpec.from_metadata({}).mean == IMAGENET_MEAN
+    with pytest.raises(U2Error, match="three comma-separated numbers"):
+        ArtifactSpec.from_metadata({"mean": "0.1,0.2"})
+    with pytest.raises(U2Error, match="three comma-separated numbers"):
+        ArtifactSpec.from_metadata({"std": "a,b,c"})

@@ -41,7 +41,7 @@ from ..engines import open_runner
 from ..engines.base import Runner
 from ..errors import U2Error
 from ..formats import for_artifact
-from ..model.registry import IMAGENET_MEAN, IMAGENET_STD, default_weights, official_for
+from ..model.registry import default_weights, official_for
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def open_for_timing(artifact: str, opts: LatencyOptions) -> tuple[Runner, dict[s
         precision = opts.precision or "fp32"
         runner, weights_note = open_torch_for_timing(artifact, opts.weights, backend_options["device"],
                                                       precision, opts.channels_last)
-        notes["weights"] = weights_note or runner.info.metadata.get("weights")
+        notes["weights"] = weights_note or runner.info.spec.weights
         if opts.cuda_graphs and runner.info.device != "cuda":
             runner.close()
             raise U2Error("--cuda-graphs needs --device cuda")
@@ -307,7 +307,7 @@ def open_for_timing(artifact: str, opts: LatencyOptions) -> tuple[Runner, dict[s
     elif backend == "onnxruntime":
         notes["execution_provider"] = ("CUDAExecutionProvider" if backend_options["device"] == "cuda"
                                        else "CPUExecutionProvider")
-    notes["weights"] = runner.info.metadata.get("weights")
+    notes["weights"] = runner.info.spec.weights
     return runner, notes
 
 
@@ -411,18 +411,13 @@ def find_images(explicit: str | None) -> Path:
     raise U2Error("--end-to-end needs images: pass --images DIR (e.g. ../shared/datasets/ECSSD/images)")
 
 
-def _norm(runner: Runner, key: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    raw = runner.info.metadata.get(key)
-    return tuple(float(v) for v in raw.split(",")) if raw else default
-
-
 def end_to_end_step(runner: Runner, batch_size: int, size: tuple[int, int], images: Path) -> Step:
     """Decode, preprocess (fast), infer, postprocess (fast) a batch of real images, cycling through them."""
     from ..data import postprocess, preprocess
     from ..data.images import list_images, read_image
 
     files: Iterator[Path] = itertools.cycle(list_images(images))
-    mean, std = _norm(runner, "mean", IMAGENET_MEAN), _norm(runner, "std", IMAGENET_STD)
+    mean, std = runner.info.spec.mean, runner.info.spec.std
     stages: dict[str, list[float]] = {"decode": [], "preprocess": [], "infer": [], "postprocess": []}
 
     def call() -> list[np.ndarray]:
@@ -521,7 +516,7 @@ def _device_memory(runner: Runner, is_torch: bool) -> dict[str, Any]:
 
 
 def _variant_of(runner: Runner, artifact: str) -> str | None:
-    return _TORCH_VARIANTS.get(artifact) or runner.info.metadata.get("variant") or None
+    return _TORCH_VARIANTS.get(artifact) or runner.info.spec.variant
 
 
 def result_header(runner: Runner, artifact: str, notes: dict[str, Any], batch_size: int, size: tuple[int, int],

@@ -211,10 +211,9 @@ def input_geometry(runner: Runner, size: tuple[int, int] | None = None) -> tuple
 
 
 def normalisation(runner: Runner) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    meta = runner.info.metadata
-    mean = tuple(float(v) for v in meta["mean"].split(",")) if meta.get("mean") else preprocess.IMAGENET_MEAN
-    std = tuple(float(v) for v in meta["std"].split(",")) if meta.get("std") else preprocess.IMAGENET_STD
-    return mean, std
+    """The mean and std the artifact's weights expect (its spec's)."""
+    spec = runner.info.spec
+    return spec.mean, spec.std
 
 
 def run_batched(runner: Runner, x: np.ndarray, fixed_batch: int | None, step: int) -> np.ndarray:

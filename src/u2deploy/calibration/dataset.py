@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from ..artifact import ArtifactSpec
 from ..data import preprocess
 from ..data.images import IMAGE_SUFFIXES, read_image
 from ..errors import U2Error
-from ..model.registry import IMAGENET_MEAN, IMAGENET_STD
-from ..sizes import parse_size
 
 log = logging.getLogger(__name__)
 
@@ -43,32 +42,17 @@ class InputSpec:
                 "resize": "u2deploy fast (antialiased bilinear, float32)"}
 
 
-def _floats(raw: str | None, default: Sequence[float], what: str, source: Path | str) -> tuple[float, ...]:
-    if not raw:
-        return tuple(default)
-    try:
-        values = tuple(float(v) for v in raw.split(","))
-    except ValueError:
-        raise U2Error(f"{source}: metadata {what}={raw!r} is not three comma-separated numbers") from None
-    if len(values) != 3:
-        raise U2Error(f"{source}: metadata {what}={raw!r} is not three comma-separated numbers")
-    return values
-
-
 def input_spec(model: onnx.ModelProto, source: Path | str = "model") -> InputSpec:
     """Input size from the graph (or ``input_size`` when H, W are dynamic); mean and std from metadata."""
-    meta = {p.key: p.value for p in model.metadata_props}
+    spec = ArtifactSpec.from_metadata({p.key: p.value for p in model.metadata_props}, str(source))
     graph_input = model.graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in graph_input.type.tensor_type.shape.dim]
     size: tuple[int, int] | None = (dims[2], dims[3]) if len(dims) == 4 and dims[2] and dims[3] else None
-    if size is None:
-        size = parse_size(meta.get("input_size"), f"{source}: metadata input_size")
+    size = size or spec.input_size
     if size is None:
         raise U2Error(f"{source}: input height and width are dynamic and no input_size metadata says "
                       "which size to calibrate at; export with --size")
-    mean = _floats(meta.get("mean"), IMAGENET_MEAN, "mean", source)
-    std = _floats(meta.get("std"), IMAGENET_STD, "std", source)
-    return InputSpec(size, mean, std, graph_input.name)  # type: ignore[arg-type]
+    return InputSpec(size, spec.mean, spec.std, graph_input.name)  # type: ignore[arg-type]
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -45,6 +45,7 @@ import numpy as np
 import onnx
 
 from .. import __version__, hardware
+from ..artifact import ArtifactSpec
 from ..engines.contract import check_contract
 from ..engines.ort import cpu_session, run_first_output
 from ..errors import Interrupted, U2Error
@@ -148,12 +149,12 @@ def load_source(path: str | Path, verb: str = "quantize") -> onnx.ModelProto:
         raise U2Error(f"{path}: not an ONNX file (expected MODEL.onnx, as u2export onnx writes)")
     model = qdq_rules.load_onnx(path)
     check_contract(model, str(path))  # one float32 N×3×H×W input, an N×1×H×W first output
-    meta = {p.key: p.value for p in model.metadata_props}
+    spec = ArtifactSpec.from_metadata({p.key: p.value for p in model.metadata_props}, str(path))
     quantized = qdq_rules.quantized_nodes(model)
-    if quantized or meta.get("precision") == "int8":
+    if quantized or spec.precision == "int8":
         raise U2Error(f"{path}: already quantized ({len(quantized)} {quantized[0] if quantized else 'int8'} "
                       f"nodes); {verb} the FP32 model")
-    if meta.get("precision", "fp32") != "fp32" or any(
+    if spec.precision != "fp32" or any(
             i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
         raise U2Error(f"{path}: an FP16 model; {verb} the FP32 one")
     return model
@@ -451,17 +452,18 @@ def _float_nodes(quantized: onnx.ModelProto, excluded: list[str], rewritten: lis
 def _metadata(model: onnx.ModelProto, recipe: Recipe, method: str, calib: dict[str, object],
               stats: CalibrationStats | None, float_nodes: list[str], rewrites_applied: list[str],
               key: CacheKey, bounds: list[saturation.ChannelBound]) -> dict[str, str]:
-    meta = {p.key: p.value for p in model.metadata_props}
+    source = ArtifactSpec.from_metadata({p.key: p.value for p in model.metadata_props})
     used = stats.images if stats else calib["images"]
     bits = 7 if recipe.weight_range == "int7" else 8
     safe = all(b.safe for b in bounds)
-    return {**meta, "precision": "int8", "quant_target": recipe.target,
+    # The ONNX Runtime runner reads requires_int8_dot_product: a CPU without one gets other numbers.
+    spec = source.evolve(precision="int8", quant_target=recipe.target,
+                         requires_int8_dot_product=recipe.target == "cpu" and not safe)
+    return {**spec.to_metadata(),
             "quant_format": f"{recipe.quant_format} {recipe.activation_type[1:].lower()} activations, "
                             f"{recipe.weight_type[1:].lower()} "
                             f"{'per-channel' if recipe.per_channel else 'per-tensor'} weights",
             "weight_bits": str(bits),
-            # Read by the ONNX Runtime runner: a CPU without an int8 dot product gets other numbers.
-            "requires_int8_dot_product": "true" if recipe.target == "cpu" and not safe else "false",
             "built_on_cpu": hardware.isa_line(),
             "calibration": f"method={method},images={used},seed={calib['seed']},folder={calib['folder']}",
             "calibration_images_sha256": str(calib["list_sha256"]),

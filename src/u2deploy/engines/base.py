@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..artifact import ArtifactSpec
+
 
 @dataclass(frozen=True)
 class ArtifactInfo:
@@ -29,13 +31,14 @@ class ArtifactInfo:
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
+    def spec(self) -> ArtifactSpec:
+        """The artifact's typed contract, read from its metadata (one-line error on a bad value)."""
+        return ArtifactSpec.from_metadata(self.metadata, self.path)
+
+    @property
     def native_size(self) -> tuple[int, int] | None:
         """The input size the weights were made for, when the artifact records it."""
-        if self.input_size is not None:
-            return self.input_size
-        from ..sizes import parse_size
-
-        return parse_size(self.metadata.get("input_size"), f"{self.path}: metadata input_size")
+        return self.input_size if self.input_size is not None else self.spec.input_size
 
 
 class Runner(ABC):

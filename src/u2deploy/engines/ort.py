@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from .. import hardware
+from ..artifact import ArtifactSpec
 from ..errors import U2Error
 from .base import ArtifactInfo, Runner
 from .contract import check_contract
@@ -30,18 +31,18 @@ def _static(dim: Any) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def emulates_tensorrt(metadata: dict[str, str], provider: str) -> bool:
+def emulates_tensorrt(spec: ArtifactSpec, provider: str) -> bool:
     """A ``--target tensorrt`` Q/DQ graph on the CPU provider runs as TensorRT computes it: Q/DQ in float.
 
     ONNX Runtime would otherwise fuse it into its own u8 kernels (shifting the s8 activations), whose
     int16 pair sums saturate on x86 without VNNI; TensorRT's int8 kernels accumulate in int32.
     """
-    return provider == "cpu" and metadata.get("precision") == "int8" and metadata.get("quant_target") == "tensorrt"
+    return provider == "cpu" and spec.precision == "int8" and spec.quant_target == "tensorrt"
 
 
-def warn_if_saturating(path: Path, metadata: dict[str, str], provider: str = "cpu") -> None:
+def warn_if_saturating(path: Path, spec: ArtifactSpec, provider: str = "cpu") -> None:
     """One warning line when an artifact that needs an int8 dot product meets an x86 CPU without one."""
-    if provider == "cpu" and metadata.get("requires_int8_dot_product") == "true" and hardware.int8_saturates():
+    if provider == "cpu" and spec.requires_int8_dot_product and hardware.int8_saturates():
         log.warning("%s: built with 8-bit weights for CPUs with VNNI, AMX or ARM dot product; this CPU (%s) "
                     "has none, so its int8 sums saturate and the maps will differ: rebuild with "
                     "u2export quantize --target cpu (without --vnni-only)", path, hardware.cpu()["model"])
@@ -69,11 +70,12 @@ class OnnxRuntimeRunner(Runner):
         self.session = _load(path, options, wanted)
         check_contract(self.session, str(path))
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.emulated = emulates_tensorrt(metadata, provider)
+        spec = ArtifactSpec.from_metadata(metadata, str(path))
+        self.emulated = emulates_tensorrt(spec, provider)
         if self.emulated:  # the metadata is known only once loaded: load again, Q/DQ in float
             options.add_session_config_entry(*QDQ_IN_FLOAT)
             self.session = _load(path, options, wanted)
-        warn_if_saturating(path, metadata, provider)
+        warn_if_saturating(path, spec, provider)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         n, _, h, w = inp.shape
@@ -81,7 +83,7 @@ class OnnxRuntimeRunner(Runner):
         batch = _static(n)
         self.info = ArtifactInfo(
             path=str(path), backend="onnxruntime (TensorRT emulated)" if self.emulated else "onnxruntime",
-            precision=metadata.get("precision", "fp32"),
+            precision=spec.precision,
             device="cpu" if provider == "cpu" else "cuda",
             input_size=size if None not in size else None,  # type: ignore[arg-type]
             batch_range=(batch, batch) if batch else None,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..artifact import ArtifactSpec
 from ..errors import U2Error
 from ..model.deploy import DeployModel
 from ..model.weights import LoadedWeights, load_model
@@ -37,9 +38,9 @@ class TorchRunner(Runner):
         self.info = ArtifactInfo(
             path=f"torch:{w.variant}", backend="torch", precision=precision, device=self.device.type,
             input_size=None, batch_range=None, output_names=self.model.output_names,
-            metadata={"variant": w.variant, "weights": w.name, "weights_sha256": loaded.sha256 or "",
-                      "input_size": f"{w.input_size[0]}x{w.input_size[1]}",
-                      "mean": ",".join(map(str, w.mean)), "std": ",".join(map(str, w.std))})
+            metadata=ArtifactSpec(variant=w.variant, precision=precision, input_size=w.input_size, batch=None,
+                                  dynamic_hw=True, mean=w.mean, std=w.std, weights=w.name,
+                                  weights_sha256=loaded.sha256 or None).to_metadata())
 
     @classmethod
     def open(cls, artifact: str, weights: str | None = None, device: str = "cpu",

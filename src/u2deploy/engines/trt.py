@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..artifact import PRECISIONS
 from ..errors import U2Error
 from .base import ArtifactInfo, Runner
 from .trt_compat import TrtEnvironment, cuda_check, probe_environment
@@ -167,6 +168,8 @@ class TensorRTRunner(Runner):
         manifest = manifest or {}
         metadata = {k: str(v) for k, v in ((manifest.get("source_onnx") or {}).get("metadata") or {}).items()}
         metadata.update({"tensorrt_version": str(self.env.version), "gpu": str(self.env.gpu)})
+        if manifest.get("precision") in PRECISIONS:  # the engine's, not its source ONNX's
+            metadata["precision"] = str(manifest["precision"])
         static_hw = self.min_shape[2:] == self.max_shape[2:]
         self.info = ArtifactInfo(
             path=str(self.path), backend="tensorrt", precision=str(manifest.get("precision", "unknown")),

@@ -28,6 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__, hardware
+from ..artifact import ArtifactSpec
 from ..engines.ort import cpu_session, run_first_output, with_outputs
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
@@ -278,8 +279,8 @@ def convert_fp16_model(onnx_path: str | Path, output: str | Path | None = None, 
     peaks = activation_ranges(model, x)
     fp32_nodes = choose_fp32_nodes(model, peaks, keep)
     half = convert_model(onnx.ModelProto.FromString(model.SerializeToString()), fp32_nodes)
-    meta = {p.key: p.value for p in model.metadata_props}
-    manifest = {**meta, "precision": "fp16", "io_precision": "fp32",
+    spec = ArtifactSpec.from_metadata({p.key: p.value for p in model.metadata_props}, str(source))
+    manifest = {**spec.evolve(precision="fp16").to_metadata(), "io_precision": "fp32",
                 "fp32_nodes": ",".join(fp32_nodes), "converter": f"u2deploy.export.fp16 {__version__}"}
     del half.metadata_props[:]
     for k, v in manifest.items():

@@ -22,6 +22,7 @@ import onnx
 import torch
 
 from .. import __version__, hardware
+from ..artifact import ArtifactSpec
 from ..data import preprocess
 from ..data.samples import verification_images
 from ..engines.ort import cpu_session, run_first_output
@@ -80,13 +81,12 @@ def _torch_d0(model: DeployModel, x: np.ndarray) -> np.ndarray:
 def _metadata(loaded: LoadedWeights, size: tuple[int, int], opset: int, outputs: str,
               dynamic_batch: bool, dynamic_hw: bool, batch: int) -> dict[str, str]:
     info = loaded.info
+    spec = ArtifactSpec(variant=info.variant, precision="fp32", input_size=size,
+                        batch=None if dynamic_batch else batch, dynamic_hw=dynamic_hw, mean=info.mean,
+                        std=info.std, weights=info.name, weights_sha256=loaded.sha256 or None)
     return {
-        "producer": "u2deploy", "u2deploy_version": __version__, "variant": info.variant,
-        "weights": info.name, "weights_sha256": loaded.sha256 or "",
-        "input_size": f"{size[0]}x{size[1]}", "mean": ",".join(map(str, info.mean)),
-        "std": ",".join(map(str, info.std)), "preprocessing": "u2deploy fast (see u2deploy.data.preprocess)",
-        "precision": "fp32", "opset": str(opset), "outputs": outputs,
-        "batch": "dynamic" if dynamic_batch else str(batch), "dynamic_hw": str(dynamic_hw).lower(),
+        "producer": "u2deploy", "u2deploy_version": __version__, **spec.to_metadata(),
+        "preprocessing": "u2deploy fast (see u2deploy.data.preprocess)", "opset": str(opset), "outputs": outputs,
         "exporter": "torch.onnx TorchScript", "torch_version": torch.__version__,
         "onnx_version": onnx.__version__, "python": platform.python_version(),
     }

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..artifact import ArtifactSpec
 from ..engines.trt_compat import TrtEnvironment, cuda_check, probe_environment
 from ..engines.trt_manifest import build_manifest, write_atomic, write_manifest
 from ..errors import U2Error
@@ -257,8 +258,8 @@ def _build(env: TrtEnvironment, plan: BuildPlan, onnx: Path, source: SourceModel
 
         shape = plan.calibration_shape
         assert shape is not None
-        mean = trt_calib.parse_floats(source.metadata.get("mean"), trt_calib.IMAGENET_MEAN)
-        std = trt_calib.parse_floats(source.metadata.get("std"), trt_calib.IMAGENET_STD)
+        spec = ArtifactSpec.from_metadata(source.metadata, source.label)
+        mean, std = spec.mean, spec.std
         calibrator = trt_calib.make_entropy_calibrator(
             trt, env.cudart, lambda: trt_calib.calibration_batches(calib_files, shape, mean, std), shape,
             calib_cache)

@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from ..artifact import IMAGENET_MEAN, IMAGENET_STD
 from ..engines.trt_compat import cuda_check
 from ..engines.trt_manifest import write_atomic
 from ..errors import U2Error
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the fallback when the ONNX records no mean/std
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def sample_images(calib_dir: Path, count: int | None = None, seed: int = 0) -> list[Path]:
@@ -40,19 +39,6 @@ def sample_images(calib_dir: Path, count: int | None = None, seed: int = 0) -> l
             picked = np.random.default_rng(seed).choice(len(files), size=count, replace=False)
             files = [files[i] for i in sorted(picked)]
     return files
-
-
-def parse_floats(raw: str | None, default: Sequence[float]) -> tuple[float, ...]:
-    """``"0.485,0.456,0.406"`` (as the ONNX metadata stores mean and std) to floats."""
-    if not raw:
-        return tuple(default)
-    try:
-        values = tuple(float(v) for v in raw.replace(" ", "").strip("()[]").split(","))
-    except ValueError:
-        raise U2Error(f"cannot read {raw!r} as comma-separated numbers") from None
-    if len(values) != 3:
-        raise U2Error(f"expected three values (one per channel), got {raw!r}")
-    return values
 
 
 def calibration_batches(files: Sequence[Path], shape: Sequence[int],

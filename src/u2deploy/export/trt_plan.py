@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..artifact import ArtifactSpec
 from ..engines.trt_compat import TrtVersion, check_gpu_supported, has_fast_fp16
 from ..errors import U2Error
-from ..sizes import parse_size
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("auto", "qdq", "calibrator")
@@ -236,7 +236,8 @@ def _shapes(request: BuildRequest, source: SourceModel) -> tuple[Shape, dict[str
                           f"--size {request.size[0]}x{request.size[1]} needs an ONNX with dynamic H and W")
         size = tuple(source.size)
     else:
-        size = tuple(request.size or _metadata_size(source.metadata) or DEFAULT_SIZE)
+        size = tuple(request.size or ArtifactSpec.from_metadata(source.metadata, source.label).input_size
+                     or DEFAULT_SIZE)
     batches = request.batch
     if source.batch is not None:
         if batches is not None and (batches.min, batches.max) != (source.batch, source.batch):
@@ -248,13 +249,6 @@ def _shapes(request: BuildRequest, source: SourceModel) -> tuple[Shape, dict[str
               (("min", batches.min), ("opt", batches.opt), ("max", batches.max))}
     dynamic = source.batch is None or source.size is None
     return tuple(shapes["opt"]), (shapes if dynamic else None)
-
-
-def _metadata_size(metadata: dict[str, str]) -> tuple[int, int] | None:
-    try:
-        return parse_size(metadata.get("input_size"))
-    except U2Error:
-        return None  # the graph's own dims decide then
 
 
 def describe_onnx(path: Path) -> SourceModel:
@@ -283,7 +277,8 @@ def describe_onnx(path: Path) -> SourceModel:
     fp16 = onnx.TensorProto.FLOAT16
     if {"QuantizeLinear", "DequantizeLinear"} & ops:
         kind = "qdq"
-    elif (metadata.get("precision") == "fp16" or inputs[0].type.tensor_type.elem_type == fp16
+    elif (ArtifactSpec.from_metadata(metadata, str(path)).precision == "fp16"
+          or inputs[0].type.tensor_type.elem_type == fp16
           or sum(t.data_type == fp16 for t in graph.initializer)
           > sum(t.data_type == onnx.TensorProto.FLOAT for t in graph.initializer)):
         kind = "fp16"

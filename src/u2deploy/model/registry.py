@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..artifact import IMAGENET_MEAN, IMAGENET_STD
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEMO_NAME = "u2netp_demo_ecssd"
