@@ -55,3 +55,21 @@ def test_switches_show_no_value_placeholder(app):
     for name in typer.main.get_command(app).commands:
         result = CliRunner().invoke(app, [name, "--help"], terminal_width=200)
         assert result.exit_code == 0 and "<bool>" not in result.output, name
+
+
+def test_an_option_the_artifact_cannot_take_is_an_error_not_ignored(small_onnx, small_weights, tmp_path):
+    from PIL import Image
+
+    from u2deploy.engines import open_runner
+    from u2deploy.errors import U2Error
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    result = CliRunner().invoke(bench_app, ["predict", "--model", str(small_onnx), "--weights", str(small_weights),
+                                            "--images", str(tmp_path), "-o", str(tmp_path / "out")])
+    assert isinstance(result.exception, U2Error), result.output
+    assert "--weights does not apply to" in str(result.exception) and "carries its own weights" in str(result.exception)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(U2Error, match="--channels-last does not apply"):
+        open_runner(str(small_onnx), channels_last=True)
+    with open_runner(str(small_onnx), weights=None, threads=1) as runner:  # None: not given
+        assert runner.info.backend == "onnxruntime"

@@ -297,7 +297,9 @@ def open_for_timing(artifact: str, opts: LatencyOptions) -> tuple[Runner, dict[s
         return runner, notes
     if opts.channels_last or opts.cuda_graphs or opts.compile:
         raise U2Error(f"{artifact}: --channels-last, --cuda-graphs and --compile apply to PyTorch only")
-    runner = open_runner(artifact, threads=threads, **backend_options)
+    if backend == "onnxruntime":
+        backend_options = {**backend_options, "threads": threads}
+    runner = open_runner(artifact, **backend_options)
     if opts.precision is not None and opts.precision != runner.info.precision:
         runner.close()
         raise U2Error(f"{artifact} is {runner.info.precision}; --precision {opts.precision} does not apply "

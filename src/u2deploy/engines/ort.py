@@ -91,8 +91,7 @@ class OnnxRuntimeRunner(Runner):
             size_bytes=path.stat().st_size, metadata=metadata)
 
     @classmethod
-    def open(cls, artifact: str, device: str = "cpu", threads: int | None = None,
-             **_: Any) -> OnnxRuntimeRunner:
+    def open(cls, artifact: str, device: str = "cpu", threads: int | None = None) -> OnnxRuntimeRunner:
         path = Path(artifact)
         if not path.is_file():
             raise U2Error(f"{path}: no such ONNX file")

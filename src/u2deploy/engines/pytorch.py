@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import numpy as np
 import torch
@@ -44,8 +43,7 @@ class TorchRunner(Runner):
 
     @classmethod
     def open(cls, artifact: str, weights: str | None = None, device: str = "cpu",
-             precision: str = "fp32", outputs: str = "fused", channels_last: bool = False,
-             **_: Any) -> TorchRunner:
+             precision: str = "fp32", outputs: str = "fused", channels_last: bool = False) -> TorchRunner:
         if artifact not in _VARIANTS:
             raise U2Error(f"{artifact}: expected torch:full or torch:small")
         return cls(load_model(_VARIANTS[artifact], weights), device, precision, outputs, channels_last)

@@ -123,8 +123,7 @@ class TensorRTRunner(Runner):
     # ------------------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, artifact: str, device: str | int | None = "cuda", cuda_graph: bool = False,
-             **_: Any) -> TensorRTRunner:
+    def open(cls, artifact: str, device: str | int | None = "cuda", cuda_graph: bool = False) -> TensorRTRunner:
         path = Path(artifact)
         if not path.is_file():
             raise U2Error(f"{path}: no such engine file")
