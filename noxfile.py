@@ -13,7 +13,7 @@ TORCH = "torch==2.13.0"
 @nox.session
 def tests(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,openvino]")  # the OpenVINO tests run in CI, and skip where it is absent
     # pysodmetrics caps numpy and scikit-image below what the package uses; its metrics only need
     # these two imports beside them, so it goes in without its pins, for the cross-check tests.
     session.install("opencv-python-headless", "scikit-learn")

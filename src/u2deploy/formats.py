@@ -1,7 +1,8 @@
-"""The one table of artifact formats, read by both ``u2export`` and ``u2bench`` (as Ultralytics does).
+"""The table of artifact formats: how every ``--model`` is recognised and which runner executes it.
 
 Each row says what the artifact is called, how its file is recognised, where it runs, which
-export flags apply, and which runner executes it. A new format is a new row, not new branches.
+export flags its ``u2export`` command takes, and which runner executes it; ``open_runner`` reads
+the suffix and runner. A new format is a new row, not new branches.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ FORMATS: tuple[Format, ...] = (
     Format("trt", "TensorRT", ".engine", False, True, ("fp32", "fp16", "int8"),
            ("--fp16", "--int8", "--fp32", "--batch", "--workspace", "--timing-cache"),
            "trt:TensorRTRunner"),
+    Format("openvino", "OpenVINO", ".xml", True, False, ("fp32", "fp16", "int8"),
+           ("--int8", "--fp16", "--calib", "--num"), "openvino:OpenVinoRunner"),
 )
 
 

@@ -49,8 +49,8 @@ PERCENTILES = (50, 90, 99)
 # The fewest samples for which a percentile is more than the maximum in disguise.
 MIN_SAMPLES = {50: 1, 90: 10, 99: 100}
 DEFAULT_SIZE = 320
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-_FORMAT_BACKEND = {"torch": "torch", "onnx": "onnxruntime", "trt": "tensorrt"}
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "openvino")
+_FORMAT_BACKEND = {"torch": "torch", "onnx": "onnxruntime", "trt": "tensorrt", "openvino": "openvino"}
 _TORCH_VARIANTS = {"torch:full": "full", "torch:small": "small"}
 _DEFAULT_IMAGES = ("../shared/datasets/ECSSD/images",)
 
@@ -245,6 +245,10 @@ def _resolve_backend(artifact: str, backend: str, device: str | None) -> tuple[s
         if device not in (None, "cuda"):
             raise U2Error(f"{artifact}: TensorRT engines run on cuda, not {device}")
         return "tensorrt", {"device": "cuda"}
+    if fmt.key == "openvino":
+        if chosen != "openvino" or device not in (None, "cpu"):
+            raise U2Error(f"{artifact}: an OpenVINO IR runs only with --backend openvino, on the CPU")
+        return "openvino", {"device": "cpu"}
     if fmt.key == "onnx":
         if chosen == "torch":
             raise U2Error(f"{artifact}: --backend torch runs torch:full or torch:small, not ONNX files")
@@ -297,7 +301,7 @@ def open_for_timing(artifact: str, opts: LatencyOptions) -> tuple[Runner, dict[s
         return runner, notes
     if opts.channels_last or opts.cuda_graphs or opts.compile:
         raise U2Error(f"{artifact}: --channels-last, --cuda-graphs and --compile apply to PyTorch only")
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "openvino"):
         backend_options = {**backend_options, "threads": threads}
     runner = open_runner(artifact, **backend_options)
     if opts.precision is not None and opts.precision != runner.info.precision:

@@ -54,7 +54,7 @@ def latency_command(
     models: Annotated[list[str], typer.Option("--model", help="torch:full, torch:small, x.onnx or x.engine; "
                                                               "repeat to compare.")],
     weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint for torch:*.")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime or tensorrt.")] = "auto",
+    backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime, tensorrt or openvino.")] = "auto",
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cpu; engines: cuda).")
                       ] = None,
     precision: Annotated[str | None, typer.Option(

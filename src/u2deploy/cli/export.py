@@ -161,6 +161,25 @@ def check_qdq_command(
         raise typer.Exit(1)
 
 
+@app.command("openvino")
+def openvino_command(
+    model: Annotated[Path, typer.Argument(help="FP32 ONNX model (from u2export onnx).")],
+    int8: Annotated[bool, typer.Option("--int8", help="INT8 through NNCF, calibrated on --calib.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="FP16-compressed weights (default: FP32 weights).")] = False,
+    calib: Annotated[Path | None, typer.Option(
+        "--calib", help="Calibration images for --int8 (default: DUTS-TR/DUTS-TR-Image).")] = None,
+    num: Annotated[int, typer.Option("--num", min=1, help="Images drawn from --calib (all if fewer).")] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="IR file NAME.xml (weights in NAME.bin; default MODEL[_int8|_fp16]_openvino.xml).")
+    ] = None,
+) -> None:
+    """OpenVINO IR (xml + bin), FP32, FP16 or INT8 (NNCF), verified against the FP32 ONNX."""
+    from ..export.openvino import export_openvino
+
+    typer.echo(export_openvino(model, output, int8=int8, fp16=fp16, calib_dir=calib, num=num, seed=seed).status_line())
+
+
 @app.command("fp16")
 def fp16_command(
     model: Annotated[Path, typer.Argument(help="FP32 ONNX model (from u2export onnx).")],

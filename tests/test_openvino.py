@@ -1,0 +1,71 @@
+"""OpenVINO: `u2export openvino` (FP32, FP16, INT8 via NNCF) and the runner, through the same interfaces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("openvino", reason="needs the openvino extra: pip install -e '.[openvino]'")
+pytest.importorskip("nncf", reason="needs the openvino extra: pip install -e '.[openvino]'")
+
+from u2deploy.cli.bench import app as bench_app  # noqa: E402
+from u2deploy.cli.export import app as export_app  # noqa: E402
+from u2deploy.engines import open_runner  # noqa: E402
+from u2deploy.errors import U2Error  # noqa: E402
+
+
+def test_fp32_ir_matches_onnx_runtime_and_carries_its_spec(small_onnx, tmp_path):
+    out = tmp_path / "m.xml"
+    result = CliRunner().invoke(export_app, ["openvino", str(small_onnx), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "OpenVINO fp32" in result.output and out.with_suffix(".bin").is_file()
+    manifest = json.loads(Path(f"{out}.json").read_text())
+    assert manifest["precision"] == "fp32" and manifest["verification_vs_fp32_onnx"]["max_abs"] <= 1e-4
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    with open_runner(str(out), threads=1) as ov_runner, open_runner(str(small_onnx)) as ort_runner:
+        assert ov_runner.info.backend == "openvino" and ov_runner.info.spec.variant == "small"
+        assert ov_runner.info.spec.precision == "fp32" and ov_runner.info.native_size == (64, 64)
+        np.testing.assert_allclose(ov_runner.saliency(x), ort_runner.saliency(x), atol=1e-4)
+
+
+def test_int8_through_nncf_and_fp16_are_written_and_run(random_small_onnx, calib_dir, tmp_path):
+    from u2deploy.export.openvino import export_openvino
+
+    int8 = export_openvino(random_small_onnx, tmp_path / "q.xml", int8=True, calib_dir=calib_dir, num=6)
+    half = export_openvino(random_small_onnx, tmp_path / "h.xml", fp16=True)
+    assert half.size_bytes < 0.6 * export_openvino(random_small_onnx, tmp_path / "f.xml").size_bytes
+    x = np.random.default_rng(1).standard_normal((1, 3, 64, 64), dtype=np.float32)
+    for result, precision in ((int8, "int8"), (half, "fp16")):
+        with open_runner(str(result.path)) as runner:
+            assert runner.info.precision == precision and np.isfinite(runner.saliency(x)).all()
+    assert json.loads(Path(f"{int8.path}.json").read_text())["calibration"].startswith("nncf.quantize,images=6")
+
+
+def test_bad_requests_are_one_line_and_leave_nothing(small_onnx, tmp_path):
+    cases = [(["-o", str(tmp_path / "m.onnx")], "an OpenVINO IR is named NAME.xml"),
+             (["--int8", "--fp16", "-o", str(tmp_path / "m.xml")], "choose one")]
+    for extra, words in cases:
+        result = CliRunner().invoke(export_app, ["openvino", str(small_onnx), *extra])
+        assert isinstance(result.exception, U2Error) and words in str(result.exception), result.output
+    assert list(tmp_path.iterdir()) == []
+    lonely = tmp_path / "lonely.xml"
+    lonely.write_text("<net/>")
+    with pytest.raises(U2Error, match="weights lonely.bin are missing"):
+        open_runner(str(lonely))
+
+
+def test_predict_takes_an_ir_like_any_artifact(small_onnx, tmp_path):
+    from PIL import Image
+
+    ir = tmp_path / "m.xml"
+    assert CliRunner().invoke(export_app, ["openvino", str(small_onnx), "-o", str(ir)]).exit_code == 0
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (50, 40), (200, 30, 30)).save(tmp_path / "in" / "a.png")
+    result = CliRunner().invoke(bench_app, ["predict", "--model", str(ir), "--images", str(tmp_path / "in"),
+                                            "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out" / "a.png").size == (50, 40)
