@@ -189,13 +189,6 @@ def _remove_empty(created: list[Path]) -> None:
             pass
 
 
-def _remove_stray_temps(targets: Sequence[Path]) -> None:
-    """Belt and braces after Ctrl-C: atomic_path's own temporaries of these targets, if any remain."""
-    for target in targets:
-        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
 def input_geometry(runner: Runner, size: tuple[int, int] | None = None) -> tuple[tuple[int, int], int | None]:
     """Input size and batch the artifact takes: fixed ones win, else the weights' own size."""
     info = runner.info
@@ -258,7 +251,6 @@ def predict(runner: Runner, paths: Sequence[Path], out_dir: Path, *, mode: str =
     step = fixed_batch or (1 if mode == "reference" else batch)
     created = _make_folders(plan) if jobs else []
     bar = tqdm(total=len(jobs), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
-    pending: list[Path] = []
     try:
         for start in range(0, len(jobs), step):
             images, todo = [], []
@@ -276,17 +268,14 @@ def predict(runner: Runner, paths: Sequence[Path], out_dir: Path, *, mode: str =
                 masks = postprocess.postprocess(d0, [im.shape[:2] for im in images], mode)
                 for targets, image, mask in zip(todo, images, masks):
                     for target in targets:
-                        pending = [target]
                         if target.parent == plan.out_dir:
                             _save_png(mask, target)
                             report.written.append(target)
                         else:
                             _save_png(postprocess.cutout(image, mask), target)
                             report.cutouts.append(target)
-                        pending = []
             bar.update(len(jobs[start:start + step]))
-    except KeyboardInterrupt:
-        _remove_stray_temps(pending)
+    except KeyboardInterrupt:  # atomic_path has removed the temporary of the file being written
         raise PredictInterrupted(report) from None
     except U2Error as exc:
         if not report.written:
