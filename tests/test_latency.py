@@ -13,7 +13,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from u2deploy.bench import latency, paired
-from u2deploy.bench.latency import LatencyOptions, Stats, Step, format_ms, percentile, time_step
+from u2deploy.bench.latency import LatencyOptions
+from u2deploy.bench.stats import Stats, format_ms, percentile
+from u2deploy.bench.timing import Step, time_step
 from u2deploy.cli.bench import app
 from u2deploy.errors import U2Error
 from u2deploy.files import write_json
@@ -119,6 +121,14 @@ def test_parsing_and_backend_rules(small_onnx: Path) -> None:
         latency.open_for_timing(str(small_onnx), LatencyOptions(backend="torch"))
     with pytest.raises(U2Error, match="does not apply"):
         latency.open_for_timing(str(small_onnx), LatencyOptions(precision="int8"))
+    with pytest.raises(U2Error, match="run on onnxruntime or openvino, not --backend tensorrt.*--device tensorrt"):
+        latency.open_for_timing(str(small_onnx), LatencyOptions(backend="tensorrt"))
+    with pytest.raises(U2Error, match="--compile does not apply to ONNX artifacts on ONNX Runtime"):
+        latency.open_for_timing(str(small_onnx), LatencyOptions(compile=True))
+    with pytest.raises(U2Error, match="--cuda-graphs needs --device cuda"):
+        latency.open_for_timing("torch:small", LatencyOptions(cuda_graphs=True))
+    with pytest.raises(U2Error, match="--backend nope: expected auto or one of torch, onnxruntime"):
+        latency.open_for_timing(str(small_onnx), LatencyOptions(backend="nope"))
     runner, _ = latency.open_for_timing(str(small_onnx), LatencyOptions())
     with runner:
         assert latency.resolve_size(runner, None) == (SIZE, SIZE)  # the file's fixed size wins
@@ -178,7 +188,8 @@ def test_onnxruntime_run(tmp_path: Path, small_onnx: Path) -> None:
     assert res.exit_code == 0, res.output
     result = json.loads(out.read_text())  # one result: an object, not a list
     _check_result(result, str(small_onnx), "onnxruntime")
-    assert result["execution_provider"] == "CPUExecutionProvider"
+    assert result["options"]["execution_provider"] == "CPUExecutionProvider"
+    assert result["options"]["threads"] >= 1 and result["options"]["qdq_in_float"] is False
 
 
 def test_end_to_end_times_each_stage(tmp_path: Path, small_weights: Path) -> None:
@@ -233,12 +244,23 @@ def test_paired_refusals(tmp_path: Path, small_onnx: Path) -> None:
     opts = LatencyOptions(warmup_s=0.0, min_time_s=0.0)
     with pytest.raises(U2Error, match="at least two"):
         paired.run_paired([str(small_onnx)], opts)
-    with pytest.raises(U2Error, match="--end-to-end"):
-        paired.run_paired([str(small_onnx)] * 2, LatencyOptions(end_to_end=True))
+    with pytest.raises(U2Error, match="--images .*: no such folder"):
+        paired.run_paired([str(small_onnx)] * 2, LatencyOptions(end_to_end=True, images=str(tmp_path / "no")))
     small32 = _export_random_small(tmp_path / "small32.onnx", 32)
     with pytest.raises(U2Error, match="one input size") as err:
         paired.run_paired([str(small_onnx), str(small32)], opts)
     assert "\n" not in str(err.value)
+
+
+def test_paired_end_to_end_interleaves_real_image_pipelines(tmp_path: Path, small_onnx: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, shape in enumerate([(40, 50, 3), (30, 20, 3)]):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, shape, dtype=np.uint8)).save(images / f"{i}.png")
+    opts = LatencyOptions(warmup_s=0.0, min_time_s=0.0, end_to_end=True, images=str(images), threads=1)
+    results = paired.run_paired([str(small_onnx)] * 2, opts)
+    assert [r["mode"] for r in results] == ["paired end-to-end"] * 2 and results[0]["ratio"] == 1.0
+    assert "decode" in results[0]["timed"] and results[1]["rounds"] >= paired.MIN_ROUNDS
 
 
 def test_paired_cli(tmp_path: Path, small_onnx: Path) -> None:
@@ -255,7 +277,8 @@ def test_paired_cli(tmp_path: Path, small_onnx: Path) -> None:
     assert any(line.startswith("baseline: small64.onnx") and "threads 1" in line and "load average" in line
                for line in lines)
     assert [r["ratio"] for r in json.loads(out.read_text())][0] == 1.0
-    for extra in (["--end-to-end"], ["--plot", str(tmp_path / "p.png")], ["--batch", "1,2"], []):
+    for extra in (["--end-to-end", "--images", str(tmp_path / "none")], ["--plot", str(tmp_path / "p.png")],
+                  ["--batch", "1,2"], []):
         models = model if not extra else model * 2
         res = CliRunner().invoke(app, ["latency", *models, "--paired", *extra])
         assert isinstance(res.exception, U2Error) and res.exit_code == 1, (extra, res.output)

@@ -24,7 +24,7 @@ def test_fp32_ir_matches_onnx_runtime_and_carries_its_spec(small_onnx, tmp_path)
     assert result.exit_code == 0, result.output
     assert "OpenVINO fp32" in result.output and out.with_suffix(".bin").is_file()
     manifest = json.loads(Path(f"{out}.json").read_text())
-    assert manifest["precision"] == "fp32" and manifest["verification_vs_fp32_onnx"]["max_abs"] <= 1e-4
+    assert manifest["precision"] == "fp32" and manifest["verification_vs_source_onnx"]["max_abs"] <= 1e-4
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
     with open_runner(str(out), threads=1) as ov_runner, open_runner(str(small_onnx)) as ort_runner:
         assert ov_runner.info.backend == "openvino" and ov_runner.info.spec.variant == "small"
@@ -42,7 +42,8 @@ def test_int8_through_nncf_and_fp16_are_written_and_run(random_small_onnx, calib
     for result, precision in ((int8, "int8"), (half, "fp16")):
         with open_runner(str(result.path)) as runner:
             assert runner.info.precision == precision and np.isfinite(runner.saliency(x)).all()
-    assert json.loads(Path(f"{int8.path}.json").read_text())["calibration"].startswith("nncf.quantize,images=6")
+    calibration = json.loads(Path(f"{int8.path}.json").read_text())["calibration"]
+    assert calibration.startswith("nncf.quantize,activations=minmax,bias_correction=none,images=6")
 
 
 def test_bad_requests_are_one_line_and_leave_nothing(small_onnx, tmp_path):
@@ -69,3 +70,24 @@ def test_predict_takes_an_ir_like_any_artifact(small_onnx, tmp_path):
                                             "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "out" / "a.png").size == (50, 40)
+
+
+def test_the_projects_qdq_onnx_converts_to_an_int8_ir(random_small_onnx, calib_dir, tmp_path):
+    from u2deploy.calibration.quantize import quantize_model
+    from u2deploy.export.openvino import export_openvino
+
+    qdq = quantize_model(random_small_onnx, calib_dir, tmp_path / "q.onnx", target="cpu", num=6).path
+    result = CliRunner().invoke(export_app, ["openvino", str(qdq), "-o", str(tmp_path / "q.xml")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "q.xml.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["converted_from"] == "Q/DQ ONNX q.onnx"
+    assert manifest["verification_vs_source_onnx"]["source_precision"] == "int8"
+    x = np.random.default_rng(2).standard_normal((1, 3, 64, 64), dtype=np.float32)
+    with open_runner(str(tmp_path / "q.xml")) as ir, open_runner(str(qdq)) as ort, \
+            open_runner(str(qdq), "openvino") as direct:
+        assert ir.info.spec.quant_target == "cpu" and ir.info.precision == "int8"
+        np.testing.assert_allclose(ir.saliency(x), direct.saliency(x), atol=1e-5)  # the same OpenVINO graph
+        assert np.abs(ir.saliency(x) - ort.saliency(x)).mean() < 0.02
+    with pytest.raises(U2Error, match="already INT8"):
+        export_openvino(qdq, tmp_path / "again.xml", int8=True, calib_dir=calib_dir)
+    assert not (tmp_path / "again.xml").exists()

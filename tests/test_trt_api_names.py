@@ -30,7 +30,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from u2deploy.engines import trt as trt_runner
+from u2deploy.engines import tensorrt as trt_runner
 from u2deploy.engines.trt_compat import GpuInfo, TrtEnvironment, TrtVersion
 from u2deploy.engines.trt_manifest import manifest_path, read_manifest
 from u2deploy.errors import U2Error
@@ -690,7 +690,7 @@ def expected_d0(x: np.ndarray) -> np.ndarray:
 def run_engine(machine: Machine, engine: Path, cuda_graph: bool = False, batches=(1, 3)) -> None:
     """Open ``engine`` with the runner, infer at several batch sizes, compare, close, check memory."""
     rng = np.random.default_rng(0)
-    with trt_runner.TensorRTRunner.open(str(engine), device="cuda", cuda_graph=cuda_graph) as runner:
+    with trt_runner.TensorRTRunner.open(str(engine), device="cuda", cuda_graphs=cuda_graph) as runner:
         info = runner.info
         assert info.backend == "tensorrt" and info.device == "cuda"
         assert info.output_names == ("d0", "d1")  # the ONNX order, restored from the manifest
@@ -707,7 +707,7 @@ def run_engine(machine: Machine, engine: Path, cuda_graph: bool = False, batches
         step = runner.bind(np.zeros((batches[0], 3, SIZE, SIZE), np.float32))
         timer = runner.device_timer()
         timer.start()
-        step()
+        step.call()
         timer.stop()
         runner.synchronize()
         assert timer.elapsed_ms() == 0.25

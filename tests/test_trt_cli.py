@@ -106,7 +106,7 @@ def test_console_script_prints_one_line_and_no_traceback(tmp_path):
 
 
 def test_runner_module_imports_neither_torch_nor_onnxruntime():
-    code = ("import sys, u2deploy.engines.trt, u2deploy.engines.trt_manifest; "
+    code = ("import sys, u2deploy.engines.tensorrt, u2deploy.engines.trt_manifest; "
             "print(sorted(m for m in ('torch', 'onnxruntime', 'tensorrt', 'onnx') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -50,7 +50,7 @@ def _batch(n: int) -> np.ndarray:
 
 @pytest.mark.parametrize(("precision", "atol"), [("fp32", 2e-3), ("fp16", 3e-2)])
 def test_build_run_and_match_onnx_runtime(env, onnx_small, tmp_path, precision, atol):
-    from u2deploy.engines.trt import TensorRTRunner
+    from u2deploy.engines.tensorrt import TensorRTRunner
     from u2deploy.export.trt import build_trt_engine
 
     if precision == "fp16":
@@ -63,7 +63,7 @@ def test_build_run_and_match_onnx_runtime(env, onnx_small, tmp_path, precision, 
     assert manifest["gpu"]["compute_capability"] == env.gpu.cc
     assert (tmp_path / "timing.cache").stat().st_size > 0
     for graphs in (False, True):
-        with TensorRTRunner.open(str(result.engine), cuda_graph=graphs) as runner:
+        with TensorRTRunner.open(str(result.engine), cuda_graphs=graphs) as runner:
             assert runner.info.batch_range == (1, 4) and runner.info.input_size == (320, 320)
             for n in (1, 3):
                 x = _batch(n)
@@ -73,7 +73,7 @@ def test_build_run_and_match_onnx_runtime(env, onnx_small, tmp_path, precision, 
 
 
 def test_engine_from_another_release_is_refused(env, onnx_small, tmp_path):
-    from u2deploy.engines.trt import TensorRTRunner
+    from u2deploy.engines.tensorrt import TensorRTRunner
     from u2deploy.export.trt import build_trt_engine
 
     result = build_trt_engine(onnx=onnx_small, precision="fp32", output=tmp_path / "m.engine")
@@ -89,7 +89,7 @@ def test_implicit_calibrator(env, onnx_small, tmp_path):
         pytest.skip("TensorRT 11 has no implicit calibration")
     from PIL import Image
 
-    from u2deploy.engines.trt import TensorRTRunner
+    from u2deploy.engines.tensorrt import TensorRTRunner
     from u2deploy.export.trt import build_trt_engine
 
     calib = tmp_path / "calib"

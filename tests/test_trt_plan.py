@@ -213,7 +213,7 @@ def test_dynamic_hw_uses_size_then_metadata_then_320():
     bare = SourceModel("fp32", 1, None, path=Path("m.onnx"))
     p = plan(V1016, "fp32", bare)
     assert p.input_shape == (1, 3, 320, 320) and p.profile is not None  # H, W dynamic: a profile
-    with pytest.raises(U2Error, match="fixed 320x320 input"):
+    with pytest.raises(U2Error, match="takes 320x320 only"):
         plan(V1016, "fp32", fp32_onnx(), size=(256, 256))
 
 

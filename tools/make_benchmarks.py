@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from u2deploy.bench import claims
-from u2deploy.bench.latency import LatencyOptions, default_threads, format_ms, parse_batches, run_latency
+from u2deploy.bench.latency import LatencyOptions, default_threads, parse_batches, run_latency
 from u2deploy.bench.report import label, markdown_table
+from u2deploy.bench.stats import format_ms
 from u2deploy.files import write_json
 from u2deploy.hardware import one_line
 from u2deploy.model.registry import default_weights
@@ -50,10 +51,10 @@ def export_small_onnx(folder: Path, size: tuple[int, int]) -> Path:
             return out
         except Exception as exc:  # the export stage is optional here: any failure falls back to torch.onnx
             log.info("u2deploy.export.onnx unavailable (%s); exporting with torch.onnx directly", exc)
-    from u2deploy.bench.latency import open_torch_for_timing
+    from u2deploy.engines.torch import TorchRunner
 
-    runner, _ = open_torch_for_timing("torch:small", None, "cpu", "fp32", False)
-    torch.onnx.export(runner.model, torch.zeros(1, 3, *size), str(out), dynamo=False,  # type: ignore[attr-defined]
+    runner = TorchRunner.open("torch:small", random_if_no_weights=True)
+    torch.onnx.export(runner.model, torch.zeros(1, 3, *size), str(out), dynamo=False,
                       opset_version=17, input_names=["input"], output_names=["saliency"],
                       dynamic_axes={"input": {0: "batch"}, "saliency": {0: "batch"}})
     return out
@@ -65,10 +66,10 @@ def plain_timeit(artifact: str, size: tuple[int, int], threads: int, repeat: int
     x = np.random.default_rng(1).standard_normal((1, 3, *size), dtype=np.float32)
     call: Callable[[], object]
     if artifact.startswith("torch:"):
-        from u2deploy.bench.latency import open_torch_for_timing
+        from u2deploy.engines.torch import TorchRunner
 
-        runner, _ = open_torch_for_timing(artifact, None, "cpu", "fp32", False)
-        model, xt = runner.model, torch.from_numpy(x)  # type: ignore[attr-defined]
+        runner = TorchRunner.open(artifact, random_if_no_weights=True)
+        model, xt = runner.model, torch.from_numpy(x)
         torch.set_num_threads(threads)
 
         def call() -> object:

@@ -21,6 +21,8 @@ from .sizes import parse_size
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# The authors' size, for an artifact that accepts any size and records none.
+DEFAULT_INPUT_SIZE = (320, 320)
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 QUANT_TARGETS = ("cpu", "tensorrt")
 _TYPED = ("variant", "precision", "input_size", "batch", "dynamic_hw", "mean", "std", "weights",
@@ -107,3 +109,16 @@ def _triple(metadata: Mapping[str, str], key: str, default: tuple[float, float, 
     if len(values) != 3 or (key == "std" and min(values) <= 0):
         raise bad(key, "expected three comma-separated numbers" + (", all positive" if key == "std" else ""))
     return values  # type: ignore[return-value]
+
+
+def resolve_input_size(fixed: tuple[int, int] | None, requested: tuple[int, int] | None,
+                       recorded: tuple[int, int] | None, source: str) -> tuple[int, int]:
+    """The size to run an artifact at, the one rule every stage follows: a graph's fixed size (``--size``
+    must then agree), else ``--size``, else the size its weights were made for, else 320×320."""
+    if fixed is not None:
+        if requested is not None and tuple(requested) != tuple(fixed):
+            raise U2Error(f"{source} takes {fixed[0]}x{fixed[1]} only; --size {requested[0]}x{requested[1]} "
+                          "needs an export with dynamic height and width (u2export onnx --dynamic-hw)")
+        return (int(fixed[0]), int(fixed[1]))
+    chosen = requested or recorded or DEFAULT_INPUT_SIZE
+    return (int(chosen[0]), int(chosen[1]))

@@ -32,9 +32,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import hardware
-from .latency import Step
 from .paired import SETTLE_S, calls_per_round, interleave
 from .report import text_table
+from .timing import Step
 
 MIN_ROUNDS = 15
 

@@ -23,15 +23,14 @@ from .. import hardware
 from ..errors import U2Error
 from .latency import (
     LatencyOptions,
-    Step,
-    _torch_settings,
+    check_models,
     default_threads,
-    model_step,
     open_for_timing,
     resolve_size,
     result_header,
     usable_batches,
 )
+from .timing import Step, end_to_end_step, find_images, model_step
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +44,11 @@ SETTLE_S = 0.05
 
 def _warm_up(step: Step, synchronize: Callable[[], None], warmup_s: float,
              clock: Callable[[], float]) -> float:
-    """Untimed calls (at least ``warmup_s`` seconds and three); the median ms of all but the first.
+    """Untimed calls (at least ``warmup_s`` seconds and three); the median ms of the later half.
 
-    The median sizes the bursts; the first call (allocations, lazy initialisation) would inflate it.
+    The median sizes the bursts; the first calls (allocations, lazy initialisation, oneDNN primitive
+    creation in PyTorch) would inflate it, and bursts of one call let the previous artifact's threads
+    disturb every sample (seen in u2bench benchmark: one-call bursts, ratios bimodal by burst order).
     """
     times: list[float] = []
     start = clock()
@@ -56,7 +57,7 @@ def _warm_up(step: Step, synchronize: Callable[[], None], warmup_s: float,
         step.call()
         synchronize()
         times.append((clock() - t0) * 1e3)
-    return statistics.median(times[1:])
+    return statistics.median(times[len(times) // 2:])
 
 
 def calls_per_round(per_call_ms: Sequence[float], round_s: float = ROUND_S) -> int:
@@ -100,8 +101,6 @@ def interleave(steps: Sequence[tuple[Step, Callable[[], None]]], k: int, min_tim
 def _check(artifacts: Sequence[str], opts: LatencyOptions) -> None:
     if len(artifacts) < 2:
         raise U2Error("--paired needs at least two --model values (the first is the baseline)")
-    if opts.end_to_end:
-        raise U2Error("--paired times the model only; drop --end-to-end")
     if len(opts.batches) != 1:
         raise U2Error(f"--paired times one batch size; --batch {','.join(map(str, opts.batches))} is a sweep")
 
@@ -114,9 +113,10 @@ def run_paired(artifacts: Sequence[str], opts: LatencyOptions, round_s: float = 
     least ``MIN_ROUNDS`` rounds; ``opts.min_iters`` does not apply. ``round_s`` sizes the bursts.
     """
     _check(artifacts, opts)
+    check_models(artifacts, opts)
     threads = opts.threads or default_threads()
     clock = time.perf_counter
-    with _torch_settings(threads, opts.tf32), contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         opened = []
         for artifact in artifacts:
             runner, notes = open_for_timing(artifact, opts)
@@ -130,8 +130,13 @@ def run_paired(artifacts: Sequence[str], opts: LatencyOptions, round_s: float = 
                           f"--size sets it for models that accept any")
         (size,) = sizes
         batch_size = opened[0][4]
-        batch = np.random.default_rng(0).standard_normal((batch_size, 3, *size), dtype=np.float32)
-        steps = [(model_step(runner, batch, opts), runner.synchronize) for _, runner, _, _, _ in opened]
+        if opts.end_to_end:  # every artifact decodes, preprocesses and postprocesses the same images
+            images = find_images(opts.images)
+            steps = [(end_to_end_step(runner, batch_size, size, images), runner.synchronize)
+                     for _, runner, _, _, _ in opened]
+        else:
+            batch = np.random.default_rng(0).standard_normal((batch_size, 3, *size), dtype=np.float32)
+            steps = [(model_step(runner, batch), runner.synchronize) for _, runner, _, _, _ in opened]
         load_start = hardware.load_average()
         per_call = []
         for (artifact, *_), (step, synchronize) in zip(opened, steps, strict=True):
@@ -144,11 +149,12 @@ def run_paired(artifacts: Sequence[str], opts: LatencyOptions, round_s: float = 
         round_ms, duration_s = interleave(steps, k, opts.min_time_s, clock=clock, settle_s=settle_s)
         load_end = hardware.load_average()
         base = round_ms[0]
+        mode = "paired end-to-end" if opts.end_to_end else "paired"
         results = []
         for (artifact, runner, notes, _, _), (step, _), times in zip(opened, steps, round_ms, strict=True):
             ratios = [t / b for t, b in zip(times, base, strict=True)]
             results.append({
-                **result_header(runner, artifact, notes, batch_size, size, "paired", step),
+                **result_header(runner, artifact, notes, batch_size, size, mode, step),
                 "baseline": artifacts[0],
                 "threads": threads,
                 "rounds": len(times),

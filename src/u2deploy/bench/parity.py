@@ -104,10 +104,13 @@ def _read_pairs(pairs: Sequence[Any], progress: bool) -> tuple[list[Any], list[n
 
 
 def run_parity(reference: Runner, candidates: Sequence[str], dataset: Dataset, *,
-               size: tuple[int, int] | None = None, batch: int = 8, device: str = "cpu",
+               size: tuple[int, int] | None = None, batch: int = 8, device: str = "cpu", backend: str = "auto",
                max_delta_maxf: float | None = None, max_delta_mae: float | None = None,
                progress: bool = True) -> ParityReport:
-    """Run ``reference`` and each candidate on ``dataset``; judge each against the reference."""
+    """Run ``reference`` and each candidate on ``dataset``; judge each against the reference.
+
+    ``backend`` runs every candidate on that backend (``auto``: each format's default).
+    """
     if not dataset.pairs:
         raise U2Error(f"{dataset.name}: no image/mask pairs to compare on")
     size, _ = input_geometry(reference, size)
@@ -124,14 +127,14 @@ def run_parity(reference: Runner, candidates: Sequence[str], dataset: Dataset, *
         masks = postprocess.fast(d0, sizes)
         metrics = evaluate_maps(masks, gts, [str(p.image) for p in pairs])
         info = runner.info
-        return d0, Evaluation(dataset.name, label, metrics, backend=info.backend,
+        return d0, Evaluation(dataset.name, label, metrics, backend=runner.describe(),
                               precision=info.precision), per_image
 
     ref_d0, ref_eval, ref_time = evaluate(reference, reference.info.path)
     rows = [ParityRow(ref_eval, reference.info.size_bytes, ref_time,
                       reason="reference")]
     for artifact in candidates:
-        with open_runner(artifact, device=device) as runner:
+        with open_runner(artifact, backend, device=device) as runner:
             fixed = runner.info.input_size
             if fixed is not None and fixed != size:
                 raise U2Error(f"{artifact}: fixed input {fixed[0]}×{fixed[1]}, but the reference runs at "

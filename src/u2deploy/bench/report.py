@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hardware import one_line
-from .latency import format_ms
+from .stats import format_ms
 
 Row = Sequence[str]
 
@@ -35,6 +35,8 @@ def label(result: dict[str, Any]) -> str:
     extras = [k.replace("_", "-") for k in ("channels_last", "cuda_graphs", "compile") if opts.get(k)]
     if opts.get("tf32") is False and opts.get("tf32_applies"):
         extras.append("no-tf32")
+    if opts.get("hint") == "throughput":
+        extras.append("throughput-hint")
     name = Path(result["model"]).name if not result["model"].startswith("torch:") else result["model"]
     where = result["backend"] + ("" if result["device"] == "cpu" else f"/{result['device']}")
     return " ".join([name, where, result["precision"], *extras])

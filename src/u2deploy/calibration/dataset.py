@@ -39,7 +39,7 @@ class InputSpec:
 
     def as_dict(self) -> dict[str, object]:
         return {"size": list(self.size), "mean": list(self.mean), "std": list(self.std),
-                "resize": "u2deploy fast (antialiased bilinear, float32)"}
+                "resize": "u2deploy fast (antialiased bilinear on the 8-bit image, Pillow)"}
 
 
 def input_spec(model: onnx.ModelProto, source: Path | str = "model") -> InputSpec:

@@ -47,7 +47,7 @@ import onnx
 from .. import __version__, hardware
 from ..artifact import ArtifactSpec
 from ..engines.contract import check_contract
-from ..engines.ort import cpu_session, run_first_output
+from ..engines.onnxruntime import cpu_session, run_first_output
 from ..errors import Interrupted, U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
 from ..files import sha256_of as file_sha256

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..engines.ort import cpu_session, with_outputs
+from ..engines.onnxruntime import cpu_session, with_outputs
 from ..errors import U2Error
 
 

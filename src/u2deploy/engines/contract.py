@@ -12,13 +12,15 @@ one-node Add model, is refused in one line instead of failing deep inside a benc
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from ..errors import U2Error
+
+if TYPE_CHECKING:  # imported only where a ModelProto is read: a runner's check of its session needs no onnx
+    import onnx
 
 Dim = int | str | None  # static size, symbolic name, or unknown
 FLOAT_MAPS = ("float", "float16", "double")  # what the first output may hold: a floating-point map
@@ -40,6 +42,8 @@ class TensorSpec:
 
 def _dtype_name(elem_type: int) -> str:
     try:
+        import onnx
+
         return onnx.TensorProto.DataType.Name(elem_type).lower()
     except ValueError:
         return f"type {elem_type}"
@@ -100,7 +104,8 @@ def io_specs(io: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
     A ModelProto's initializers that are also listed as graph inputs (IR < 4) are not inputs.
     """
-    if isinstance(io, onnx.ModelProto):
+    onnx = sys.modules.get("onnx")  # a ModelProto exists only once onnx is imported
+    if onnx is not None and isinstance(io, onnx.ModelProto):
         g = io.graph
         inits = {i.name for i in g.initializer}
         return ([_from_value_info(v) for v in g.input if v.name not in inits],

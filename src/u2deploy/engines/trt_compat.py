@@ -1,6 +1,6 @@
 """Which TensorRT, which CUDA binding, which GPU: the facts the builder and the runner branch on.
 
-Shared by :mod:`u2deploy.export.trt` (builder) and :mod:`u2deploy.engines.trt` (runner) so that
+Shared by :mod:`u2deploy.export.trt` (builder) and :mod:`u2deploy.engines.tensorrt` (runner) so that
 neither imports the other. Nothing here imports ``tensorrt`` or ``cuda`` at module import: the probe
 does, inside a function, and turns every way of their absence into one :class:`U2Error` line.
 

@@ -29,7 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__, hardware
 from ..artifact import ArtifactSpec
-from ..engines.ort import cpu_session, run_first_output, with_outputs
+from ..engines.onnxruntime import cpu_session, run_first_output, with_outputs
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
 from ..validate import Comparison, compare_maps

@@ -25,7 +25,7 @@ from .. import __version__, hardware
 from ..artifact import ArtifactSpec
 from ..data import preprocess
 from ..data.samples import verification_images
-from ..engines.ort import cpu_session, run_first_output
+from ..engines.onnxruntime import cpu_session, run_first_output
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, write_json
 from ..model.deploy import DeployModel

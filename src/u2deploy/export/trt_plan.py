@@ -27,13 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifact import ArtifactSpec
+from ..artifact import ArtifactSpec, resolve_input_size
 from ..engines.trt_compat import TrtVersion, check_gpu_supported, has_fast_fp16
 from ..errors import U2Error
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("auto", "qdq", "calibrator")
-DEFAULT_SIZE = (320, 320)
 _KIND_NAMES = {"fp32": "an FP32", "fp16": "an FP16", "qdq": "a Q/DQ (INT8)"}
 
 Shape = tuple[int, ...]
@@ -230,14 +229,8 @@ def _sources(family: str, request: BuildRequest,
 
 def _shapes(request: BuildRequest, source: SourceModel) -> tuple[Shape, dict[str, list[int]] | None]:
     """The shape to build for and, when any input dimension is dynamic, the optimisation profile."""
-    if source.size is not None:
-        if request.size is not None and tuple(request.size) != tuple(source.size):
-            raise U2Error(f"{source.label} has a fixed {source.size[0]}x{source.size[1]} input; "
-                          f"--size {request.size[0]}x{request.size[1]} needs an ONNX with dynamic H and W")
-        size = tuple(source.size)
-    else:
-        size = tuple(request.size or ArtifactSpec.from_metadata(source.metadata, source.label).input_size
-                     or DEFAULT_SIZE)
+    size = resolve_input_size(source.size, request.size,
+                              ArtifactSpec.from_metadata(source.metadata, source.label).input_size, source.label)
     batches = request.batch
     if source.batch is not None:
         if batches is not None and (batches.min, batches.max) != (source.batch, source.batch):

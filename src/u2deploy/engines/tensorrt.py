@@ -4,7 +4,7 @@ Deployment needs only ``tensorrt`` and ``cuda-python`` (device memory, streams, 
 come from the CUDA runtime bindings). Tensors are bound by name (``set_tensor_address``) and run
 with ``execute_async_v3``, the API TensorRT 8.6, 10.x and 11.x share; dynamic batch profiles take
 ``set_input_shape`` per call. Buffers are sized once for the profile's largest batch, so a call
-allocates nothing. With ``cuda_graph=True`` each batch size is captured once into a CUDA graph and
+allocates nothing. With ``cuda_graphs=True`` each batch size is captured once into a CUDA graph and
 replayed, which trims launch overhead for batch-1 latency.
 
 Before TensorRT sees the file, the manifest beside it (see :mod:`.trt_manifest`) is compared with
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from ..artifact import PRECISIONS
 from ..errors import U2Error
-from .base import ArtifactInfo, Runner
+from .base import ArtifactInfo, BoundCall, Runner
 from .trt_compat import TrtEnvironment, cuda_check, probe_environment
 from .trt_manifest import check_compatible, read_manifest
 
@@ -62,7 +61,7 @@ class _Buffer:
 
 
 class _CudaEvents:
-    """Device time between ``start`` and ``stop`` on the runner's stream (u2bench's DeviceTimer)."""
+    """Device time between ``start`` and ``stop`` on the runner's stream (a :class:`~.base.DeviceTimer`)."""
 
     def __init__(self, cudart: Any, stream: Any) -> None:
         self._cudart, self._stream = cudart, stream
@@ -123,12 +122,13 @@ class TensorRTRunner(Runner):
     # ------------------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, artifact: str, device: str | int | None = "cuda", cuda_graph: bool = False) -> TensorRTRunner:
+    def open(cls, artifact: str, device: str | int | None = "cuda", cuda_graphs: bool = False) -> TensorRTRunner:
         path = Path(artifact)
+        index = _device_index(device)
         if not path.is_file():
             raise U2Error(f"{path}: no such engine file")
-        env = probe_environment(_device_index(device), "TensorRT engines")
-        return cls(path, env, cuda_graph)
+        env = probe_environment(index, "TensorRT engines")
+        return cls(path, env, cuda_graphs)
 
     def _bind(self, manifest: dict[str, Any] | None) -> None:
         """Read the engine's I/O, size and bind buffers, fill ``info``."""
@@ -253,11 +253,15 @@ class TensorRTRunner(Runner):
         self.enqueue()
         return self.download()
 
-    def bind(self, batch: np.ndarray) -> Callable[[], None]:
+    def bind(self, batch: np.ndarray) -> BoundCall:
         """Stage ``batch`` on the device once; the returned call only enqueues (what u2bench times)."""
         self.upload(batch)
         self.synchronize()
-        return self.enqueue
+        how = "CUDA graph replay" if self.cuda_graph else "execute_async_v3"
+        return BoundCall(self.enqueue, f"bound inference, {how} (input staged on the device once)")
+
+    def settings(self) -> dict[str, Any]:
+        return {"cuda_graphs": self.cuda_graph}
 
     def device_timer(self) -> _CudaEvents:
         return _CudaEvents(self.env.cudart, self._stream)

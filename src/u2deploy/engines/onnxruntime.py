@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
 from .. import hardware
 from ..artifact import ArtifactSpec
 from ..errors import U2Error
 from .base import ArtifactInfo, Runner
 from .contract import check_contract
+
+if TYPE_CHECKING:  # onnx (~0.3 s to import) is for the export stages' helpers below; the runner never needs it
+    import onnx
 
 log = logging.getLogger(__name__)
 # Q/DQ pairs run as written around float ops, instead of being fused into ONNX Runtime's integer kernels.
@@ -67,6 +69,7 @@ class OnnxRuntimeRunner(Runner):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        self.threads = threads
         self.session = _load(path, options, wanted)
         check_contract(self.session, str(path))
         metadata = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -82,7 +85,7 @@ class OnnxRuntimeRunner(Runner):
         size = (_static(h), _static(w))
         batch = _static(n)
         self.info = ArtifactInfo(
-            path=str(path), backend="onnxruntime (TensorRT emulated)" if self.emulated else "onnxruntime",
+            path=str(path), backend="onnxruntime",
             precision=spec.precision,
             device="cpu" if provider == "cpu" else "cuda",
             input_size=size if None not in size else None,  # type: ignore[arg-type]
@@ -100,6 +103,13 @@ class OnnxRuntimeRunner(Runner):
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         return {name: np.asarray(o, dtype=np.float32) for name, o in zip(self.info.output_names, outs)}
+
+    def settings(self) -> dict[str, Any]:
+        return {"threads": self.threads, "execution_provider": self.session.get_providers()[0],
+                "qdq_in_float": self.emulated}
+
+    def describe(self) -> str:
+        return "onnxruntime (TensorRT emulated)" if self.emulated else "onnxruntime"
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
@@ -130,6 +140,8 @@ def cpu_session(model: str | Path | bytes | onnx.ModelProto, optimise: bool = Tr
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if qdq_in_float:
         options.add_session_config_entry(*QDQ_IN_FLOAT)
+    import onnx
+
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else (
         model if isinstance(model, bytes) else str(model))
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
@@ -137,6 +149,8 @@ def cpu_session(model: str | Path | bytes | onnx.ModelProto, optimise: bool = Tr
 
 def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
     """A copy of ``model`` that also outputs the float tensors ``names``, to read them in one run."""
+    import onnx
+
     probe = onnx.ModelProto.FromString(model.SerializeToString())
     existing = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
