@@ -253,7 +253,8 @@ def test_ctrl_c_exits_130_keeps_finished_masks_and_leaves_no_temp_files(tmp_path
             return real_save(self, fp, *args, **kwargs)
 
         monkeypatch.setattr(Image.Image, "save", interrupted_save)
-    result = _predict(small_onnx, "--images", str(images), "-o", str(out), "--batch", "1")
+    # One stream: the calls are made in input order, so "the second call" is img1's.
+    result = _predict(small_onnx, "--images", str(images), "-o", str(out), "--batch", "1", "--streams", "1")
     monkeypatch.undo()
     assert result.exit_code == 130
     lines = [line for line in result.stderr.splitlines() if "interrupted" in line]

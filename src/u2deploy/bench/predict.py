@@ -1,24 +1,33 @@
-"""Saliency masks for a set of images from any artifact: the step before ``u2bench eval``.
+"""Saliency masks (and cut-outs) for a folder of images from any artifact: the step before ``u2bench eval``.
 
 Every artifact goes through the same runner interface, so ``u2bench predict`` followed by
 ``u2bench eval`` evaluates PyTorch, ONNX and TensorRT alike. A bad image is reported in one line
 and skipped; the caller decides the exit status from :attr:`PredictReport.failed`.
 
+The work is a pipeline (:mod:`u2deploy.bench.pipeline`): decoding and preprocessing, the network,
+and postprocessing and encoding run in their own threads, overlapped, with bounded queues; ONNX
+Runtime on the CPU runs ``streams`` concurrent calls on the one session (:func:`inference_split`).
+Nothing on the path of an exported artifact imports PyTorch.
+
 Users' files are safe: :func:`plan_outputs` refuses, before any work, an output that is one of
-the input images, two inputs that would write the same ``<stem>.png``, an output folder that cannot
-be written, and outputs that already exist (unless ``overwrite``; ``skip_existing`` keeps them and
-skips their images). Ctrl-C raises :class:`PredictInterrupted`, which says how many masks were kept.
+the input images, two inputs that would write the same file, an output folder that cannot be
+written, and outputs that already exist (unless ``overwrite``; ``skip_existing`` keeps them and
+skips their images). Outputs are written in input order, each atomically: after Ctrl-C
+(:class:`PredictInterrupted`, which says how many masks were kept) or a failed write, the masks
+on disk are those of every image before the first unfinished one.
 """
 
 from __future__ import annotations
 
 import os
+import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageColor
 from tqdm import tqdm
 
 from ..data import postprocess, preprocess
@@ -26,8 +35,17 @@ from ..data.images import read_image
 from ..engines import Runner
 from ..errors import U2Error
 from ..files import atomic_path, check_writable
+from ..formats import backend_for
+from . import pipeline
 
-DEFAULT_SIZE = (320, 320)
+# Masks are mostly runs of 0 and 255: zlib's run-length strategy encodes an ECSSD mask in 1.4 ms (28 kB),
+# against 5.9 ms (29 kB) at Pillow's default level 6; the encode is the dearest step around the network.
+# Cut-outs (photographs) keep zlib's default strategy, at level 1.
+PNG_LEVEL = 1
+MASK_PNG = {"compress_level": PNG_LEVEL, "compress_type": zlib.Z_RLE}
+JPEG_QUALITY = 90
+WEBP_QUALITY = 90
+CUTOUT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp"}
 
 
 @dataclass
@@ -36,9 +54,15 @@ class PredictReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # inputs whose outputs were already there
     cutouts: list[Path] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the pipeline (model loaded), for images/s
+
+    @property
+    def images_per_s(self) -> float | None:
+        done = len(self.written) + len(self.failed)
+        return done / self.seconds if done and self.seconds > 0 else None
 
     def summary(self, out_dir: Path, entries_skipped: int = 0) -> str:
-        """One line: what was written, skipped and failed, and the next command when there is one."""
+        """One line: what was written, skipped and failed, the speed, and the next command when there is one."""
         cutouts = f" and {len(self.cutouts)} cut-outs" if self.cutouts else ""
         wrote = bool(self.written or not self.failed)
         parts = [f"wrote {len(self.written)} masks{cutouts} to {out_dir}" if wrote
@@ -49,6 +73,8 @@ class PredictReport:
             parts.append(f"{entries_skipped} folder entries skipped")
         if self.failed and self.written:
             parts.append(f"{len(self.failed)} images failed")
+        if self.images_per_s is not None:
+            parts.append(f"{self.images_per_s:.1f} images/s")
         if wrote:
             parts.append(f"next: u2bench eval --pred {out_dir} --gt MASKS_DIR")
         return " · ".join(parts)
@@ -70,12 +96,46 @@ class OutputPlan:
     cutout: bool
     jobs: list[tuple[Path, list[Path]]]
     skipped: list[Path]  # inputs whose outputs all exist (``skip_existing``)
+    folders: list[Path] = field(default_factory=list)  # every folder the jobs write into, outermost first
+    cutout_targets: frozenset[Path] = frozenset()  # which of the jobs' outputs are cut-outs
 
 
-def outputs_for(path: Path, out_dir: Path, cutout: bool = False) -> list[Path]:
-    """``OUT/<stem>.png`` and, with ``cutout``, ``OUT/cutouts/<stem>.png``: the stem is what
-    ``u2bench eval`` pairs with the ground truth, so it is never renamed."""
-    return [out_dir / f"{path.stem}.png"] + ([out_dir / "cutouts" / f"{path.stem}.png"] if cutout else [])
+def outputs_for(path: Path, out_dir: Path, cutout: bool = False, sub: Path = Path("."),
+                cutout_suffix: str = ".png") -> list[Path]:
+    """``OUT/SUB/<stem>.png`` and, with ``cutout``, ``OUT/cutouts/SUB/<stem>.png`` (or .jpg, .webp):
+    the stem is what ``u2bench eval`` pairs with the ground truth, so it is never renamed; ``sub`` is
+    the image's folder below the input folder (``--recursive``)."""
+    return [out_dir / sub / f"{path.stem}.png"] + (
+        [out_dir / "cutouts" / sub / f"{path.stem}{cutout_suffix}"] if cutout else [])
+
+
+def cutout_suffix(fmt: str | None = None, background: tuple[int, int, int] | None = None) -> str:
+    """The cut-outs' file suffix: PNG (RGBA) by default, JPEG on a ``background``, or WebP."""
+    fmt = (fmt or ("jpg" if background is not None else "png")).lower()
+    if fmt not in CUTOUT_SUFFIXES:
+        raise U2Error(f"--cutout-format {fmt}: expected png, jpg or webp")
+    if CUTOUT_SUFFIXES[fmt] == ".jpg" and background is None:
+        raise U2Error(f"--cutout-format {fmt}: JPEG has no transparency; give --background COLOR "
+                      "(e.g. white or '#00ff00'), or use png or webp")
+    return CUTOUT_SUFFIXES[fmt]
+
+
+def parse_color(text: str | None) -> tuple[int, int, int] | None:
+    """``white``, ``#00ff00``, ``rgb(0,255,0)`` … as an (r, g, b) triple; None stays None."""
+    if text is None:
+        return None
+    try:
+        rgb = ImageColor.getrgb(text.strip())
+    except ValueError:
+        raise U2Error(f"--background {text}: not a colour; give a name (white, black …) or #rrggbb") from None
+    return tuple(rgb[:3])  # type: ignore[return-value]
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    if threshold is not None and not 0 < threshold <= 1:
+        raise U2Error(f"--threshold {threshold:g}: expected a saliency between 0 and 1 (e.g. 0.5); "
+                      "pixels at or above it become 255, the rest 0")
+    return threshold
 
 
 def _check_folder(folder: Path, probe_name: str) -> None:
@@ -101,40 +161,58 @@ def _check_folder(folder: Path, probe_name: str) -> None:
 
 
 def plan_outputs(paths: Sequence[Path], out_dir: Path, *, cutout: bool = False, overwrite: bool = False,
-                 skip_existing: bool = False) -> OutputPlan:
-    """Every check on the outputs that can be made before any work; each failure is one line."""
+                 skip_existing: bool = False, subdirs: Sequence[Path] | None = None,
+                 cutout_suffix: str = ".png") -> OutputPlan:
+    """Every check on the outputs that can be made before any work; each failure is one line.
+
+    ``subdirs`` (one per path, from :func:`u2deploy.data.images.image_tree`) mirrors the input
+    folders below OUT; by default every output goes straight into OUT.
+    """
     if overwrite and skip_existing:
         raise U2Error("--overwrite and --skip-existing cannot be used together: "
                       "replace the existing outputs, or keep them and skip their images")
     out_dir = Path(out_dir)
+    subs = list(subdirs) if subdirs is not None else [Path(".")] * len(paths)
+    if len(subs) != len(paths):
+        raise ValueError("plan_outputs: one subdir per path")
     _check_folder(out_dir, ".u2bench-probe.png")
     if cutout:
         _check_folder(out_dir / "cutouts", ".u2bench-probe.png")
-    inputs: dict[Path, Path] = {}
-    ids: dict[tuple[int, int], Path] = {}
+    ids: dict[tuple[int, int], Path] = {}  # what each input *is*: same path, symlinks, hard links, bind mounts
     for path in paths:
-        inputs.setdefault(path.resolve(), path)
         try:
             st = path.stat()
-            ids.setdefault((st.st_dev, st.st_ino), path)  # hard links, bind mounts
+            ids.setdefault((st.st_dev, st.st_ino), path)
         except OSError:
             pass  # unreadable inputs fail later, one line each
-    writers: dict[Path, Path] = {}
-    for path in paths:
-        target = outputs_for(path, out_dir)[0]
-        other = writers.setdefault(target, path)
-        if other is not path:
-            same = " (the same file given twice)" if other.resolve() == path.resolve() else ""
-            raise U2Error(f"{other} and {path} would both write {target}{same}: masks are named by stem, "
-                          "so rename one or predict them into separate folders")
+    dirs: dict[Path, list[Path]] = {}  # a subfolder's output folders: [masks] or [masks, cut-outs]
+    targets_of: list[list[Path]] = []  # what outputs_for says, each folder joined once (100,000 images)
+    for path, sub in zip(paths, subs):
+        folders = dirs.get(sub)
+        if folders is None:
+            folders = dirs[sub] = [out_dir / sub] + ([out_dir / "cutouts" / sub] if cutout else [])
+        targets_of.append([folders[0] / f"{path.stem}.png"]
+                          + ([folders[1] / f"{path.stem}{cutout_suffix}"] if cutout else []))
+    writers: dict[str, Path] = {}
+    for path, targets in zip(paths, targets_of):
+        for target in targets:
+            other = writers.setdefault(os.fspath(target), path)
+            if other is not path:
+                same = " (the same file given twice)" if other.resolve() == path.resolve() else ""
+                raise U2Error(f"{other} and {path} would both write {target}{same}: outputs are named by stem, "
+                              "so rename one or predict them into separate folders")
+    all_folders = _output_folders(out_dir, {f for folders in dirs.values() for f in folders})
     jobs: list[tuple[Path, list[Path]]] = []
     skipped: list[Path] = []
     existing: list[Path] = []
-    for path in paths:
+    needed: set[Path] = set()
+    cutouts: list[Path] = []
+    for path, sub, targets in zip(paths, subs, targets_of):
         todo = []
-        for target in outputs_for(path, out_dir, cutout):
-            source = inputs.get(target.resolve())
-            if source is None and os.path.lexists(target):
+        for role, target in enumerate(targets):
+            source = None
+            there = os.path.lexists(target)
+            if there:  # an output that does not exist yet cannot be an input
                 try:
                     st = target.stat()
                     source = ids.get((st.st_dev, st.st_ino))
@@ -143,7 +221,7 @@ def plan_outputs(paths: Sequence[Path], out_dir: Path, *, cutout: bool = False, 
             if source is not None:
                 which = "one of the input images" if source == target else f"the input image {source}"
                 raise U2Error(f"{target}: is {which}; refusing to overwrite an input (choose another -o)")
-            if not os.path.lexists(target):
+            if not there:
                 todo.append(target)
             elif target.is_dir() or (target.exists() and not target.is_file()):
                 raise U2Error(f"{target}: exists and is not a file; move it away")
@@ -151,6 +229,10 @@ def plan_outputs(paths: Sequence[Path], out_dir: Path, *, cutout: bool = False, 
                 todo.append(target)
             else:
                 existing.append(target)
+                continue
+            needed.add(dirs[sub][role])
+            if role:
+                cutouts.append(target)
         if todo:
             jobs.append((path, todo))
         else:
@@ -159,25 +241,46 @@ def plan_outputs(paths: Sequence[Path], out_dir: Path, *, cutout: bool = False, 
         more = f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else ""
         raise U2Error(f"{existing[0]}: already exists{more}; pass --overwrite to replace, "
                       "or --skip-existing to keep them and skip their images")
-    return OutputPlan(out_dir, cutout, jobs, skipped)
+    folders = [f for f in all_folders if f in needed]
+    return OutputPlan(out_dir, cutout, jobs, skipped, folders, frozenset(cutouts))
+
+
+def _output_folders(out_dir: Path, parents: set[Path]) -> list[Path]:
+    """The folders outputs go into, outermost first; one below OUT that exists as a file is refused."""
+    seen: set[Path] = set()
+    for parent in sorted(parents, key=lambda p: len(p.parts)):
+        folder = parent
+        while folder not in seen and folder != out_dir and out_dir in folder.parents:
+            if folder.exists() and not folder.is_dir():
+                raise U2Error(f"{folder}: exists and is not a folder; move it away")
+            seen.add(folder)
+            folder = folder.parent
+    return sorted(seen | {p for p in parents}, key=lambda p: (len(p.parts), str(p)))
 
 
 def _make_folders(plan: OutputPlan) -> list[Path]:
-    """Create OUT (and OUT/cutouts); the folders created, outermost first, to remove if left empty."""
-    wanted = [plan.out_dir] + ([plan.out_dir / "cutouts"] if plan.cutout else [])
-    missing = [p for p in (*reversed(plan.out_dir.parents), *wanted) if not p.exists()]
+    """Create OUT (and OUT/cutouts, and the mirrored subfolders); the folders created, outermost first,
+    to remove again if they are left empty."""
+    wanted = [plan.out_dir] + ([plan.out_dir / "cutouts"] if plan.cutout else []) + plan.folders
     created: list[Path] = []
-    for folder in missing:
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            if not folder.is_dir():
-                raise U2Error(f"{folder}: exists and is not a folder") from None
-            continue
-        except OSError as exc:
-            _remove_empty(created)
-            raise U2Error(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
-        created.append(folder)
+    for target in wanted:
+        for folder in (*reversed(target.parents), target):
+            if folder.exists():
+                if not folder.is_dir():
+                    _remove_empty(created)
+                    raise U2Error(f"{folder}: exists and is not a folder")
+                continue
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                if not folder.is_dir():
+                    _remove_empty(created)
+                    raise U2Error(f"{folder}: exists and is not a folder") from None
+                continue
+            except OSError as exc:
+                _remove_empty(created)
+                raise U2Error(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
+            created.append(folder)
     return created
 
 
@@ -189,18 +292,37 @@ def _remove_empty(created: list[Path]) -> None:
             pass
 
 
+def inference_split(model: str, device: str = "cpu", *, threads: int | None = None, streams: int | None = None,
+                    backend: str = "auto") -> tuple[int, int | None]:
+    """(concurrent inference calls, threads per call) for ``model``.
+
+    ONNX Runtime on the CPU takes concurrent ``run`` calls on one session; for a U²-Net at batch 1
+    two single-threaded calls at once keep two cores busier than one call on two threads, whose
+    threads wait for each other after every layer (docs/predict_speed.md). ``threads`` is the total;
+    the default is every core this process may use. Other runners get one call at a time, with
+    their own threading (``threads`` passes through to them as given).
+    """
+    concurrent = device == "cpu" and backend_for(model, backend).name == "onnxruntime"
+    if not concurrent:
+        if streams not in (None, 1):
+            raise U2Error(f"--streams {streams}: only ONNX Runtime on the CPU runs concurrent calls; "
+                          f"{model} runs one call at a time")
+        return 1, threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    total = threads or cores
+    count = min(streams or DEFAULT_STREAMS, total)
+    return count, max(1, total // count)
+
+
+DEFAULT_STREAMS = 2
+DEFAULT_BATCH = 8  # images per call on a dynamic-batch artifact, where streams do not run concurrently
+
+
 def input_geometry(runner: Runner, size: tuple[int, int] | None = None) -> tuple[tuple[int, int], int | None]:
-    """Input size and batch the artifact takes: fixed ones win, else the weights' own size."""
+    """Input size (the rule every stage follows: ``ArtifactInfo.size_for``) and the fixed batch, if any."""
     info = runner.info
-    if info.input_size is not None:
-        if size is not None and tuple(size) != info.input_size:
-            raise U2Error(f"{info.path}: fixed input {info.input_size[0]}×{info.input_size[1]}; "
-                          f"--size {size[0]}x{size[1]} needs a --dynamic-hw export")
-        chosen = info.input_size
-    else:
-        chosen = size or info.native_size or DEFAULT_SIZE
     fixed_batch = info.batch_range[0] if info.batch_range and info.batch_range[0] == info.batch_range[1] else None
-    return tuple(chosen), fixed_batch  # type: ignore[return-value]
+    return info.size_for(size), fixed_batch
 
 
 def normalisation(runner: Runner) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -222,66 +344,106 @@ def run_batched(runner: Runner, x: np.ndarray, fixed_batch: int | None, step: in
     return np.concatenate(outs)
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
+def _save(array: np.ndarray, path: Path, fmt: str, **params) -> None:
     with atomic_path(path) as tmp:
         try:
-            Image.fromarray(array).save(tmp, format="PNG")
+            Image.fromarray(array).save(tmp, format=fmt, **params)
         except OSError as exc:
             raise U2Error(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
+def _save_png(array: np.ndarray, path: Path, **params) -> None:
+    _save(array, path, "PNG", **(params or {"compress_level": PNG_LEVEL}))
+
+
+def _save_cutout(image: np.ndarray, mask: np.ndarray, path: Path, background: tuple[int, int, int] | None) -> None:
+    pixels = (postprocess.cutout(image, mask) if background is None
+              else postprocess.on_background(image, mask, background))
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        _save_png(pixels, path)
+    elif suffix == ".jpg":
+        _save(pixels, path, "JPEG", quality=JPEG_QUALITY)
+    else:
+        _save(pixels, path, "WEBP", quality=WEBP_QUALITY)
+
+
 def predict(runner: Runner, paths: Sequence[Path], out_dir: Path, *, mode: str = "fast",
-            size: tuple[int, int] | None = None, batch: int = 8, cutout: bool = False,
+            size: tuple[int, int] | None = None, batch: int | None = None, cutout: bool = False,
             overwrite: bool = False, skip_existing: bool = False, plan: OutputPlan | None = None,
-            progress: bool = True, on_error: Callable[[str], None] | None = None) -> PredictReport:
-    """Write ``OUT/<stem>.png`` (8-bit mask at the original size) and, with ``cutout``,
-    ``OUT/cutouts/<stem>.png`` (RGBA) for every readable image.
+            progress: bool = True, on_error: Callable[[str], None] | None = None,
+            threshold: float | None = None, background: tuple[int, int, int] | None = None,
+            streams: int = 1, loaders: int = 2) -> PredictReport:
+    """Write ``OUT/<stem>.png`` (8-bit mask at the original size; 0/255 with ``threshold``) and, with
+    ``cutout``, ``OUT/cutouts/<stem>.png`` (RGBA; on ``background`` as the plan's suffix says) for
+    every readable image.
 
     ``plan`` (from :func:`plan_outputs` on the same arguments) lets a caller run the output checks
     before it loads the model. Folders this call creates are removed again if they end up empty.
+    ``streams`` concurrent inference calls (ONNX Runtime sessions allow them; see
+    :func:`inference_split`), ``loaders`` decoding threads. ``batch``: images per call where the
+    artifact takes any batch; by default 1 with concurrent streams (on the CPU, batching adds
+    memory, not speed: docs/predict_speed.md), else 8.
     """
     if mode not in preprocess.MODES:
         raise U2Error(f"--preprocess {mode}: expected one of {', '.join(preprocess.MODES)}")
+    check_threshold(threshold)
     if plan is None:
-        plan = plan_outputs(paths, out_dir, cutout=cutout, overwrite=overwrite, skip_existing=skip_existing)
+        plan = plan_outputs(paths, out_dir, cutout=cutout or background is not None, overwrite=overwrite,
+                            skip_existing=skip_existing, cutout_suffix=cutout_suffix(None, background))
     in_size, fixed_batch = input_geometry(runner, size)
     mean, std = normalisation(runner)
+    if not runner.info.backend.startswith("onnxruntime") or runner.info.device != "cpu":
+        streams = 1  # only ONNX Runtime CPU sessions are known to take concurrent calls
     report = PredictReport(skipped=list(plan.skipped))
     jobs = plan.jobs
+    if batch is None:
+        batch = 1 if streams > 1 else DEFAULT_BATCH
     step = fixed_batch or (1 if mode == "reference" else batch)
+    keep_image = plan.cutout
+
+    def load(job: tuple[Path, list[Path]]) -> tuple[np.ndarray, object]:
+        image = read_image(job[0])
+        x = preprocess.preprocess_one(image, in_size, mode, mean, std)
+        return x, (image if keep_image else image.shape[:2])
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        return run_batched(runner, x, fixed_batch, step)  # looked up at call time (tests replace it)
+
+    def write(job: tuple[Path, list[Path]], kept: object, pred: np.ndarray) -> None:
+        image = kept if isinstance(kept, np.ndarray) else None
+        hw = image.shape[:2] if image is not None else kept
+        mask = postprocess.postprocess_one(pred, hw, mode)  # type: ignore[arg-type]
+        if threshold is not None:
+            mask = postprocess.binary(mask, threshold)
+        for target in job[1]:
+            if target in plan.cutout_targets:
+                _save_cutout(image, mask, target, background)  # type: ignore[arg-type]
+                report.cutouts.append(target)
+            else:
+                _save_png(mask, target, **MASK_PNG)
+                report.written.append(target)
+        bar.update(1)
+
+    def failed(job: tuple[Path, list[Path]], exc: U2Error) -> None:
+        report.failed.append((job[0], str(exc)))
+        if on_error:
+            on_error(str(exc))
+        bar.update(1)
+
     created = _make_folders(plan) if jobs else []
     bar = tqdm(total=len(jobs), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter()
     try:
-        for start in range(0, len(jobs), step):
-            images, todo = [], []
-            for path, targets in jobs[start:start + step]:
-                try:
-                    images.append(read_image(path))
-                    todo.append(targets)
-                except U2Error as exc:
-                    report.failed.append((path, str(exc)))
-                    if on_error:
-                        on_error(str(exc))
-            if images:
-                x = preprocess.preprocess(images, in_size, mode, mean, std)
-                d0 = run_batched(runner, x, fixed_batch, step)
-                masks = postprocess.postprocess(d0, [im.shape[:2] for im in images], mode)
-                for targets, image, mask in zip(todo, images, masks):
-                    for target in targets:
-                        if target.parent == plan.out_dir:
-                            _save_png(mask, target)
-                            report.written.append(target)
-                        else:
-                            _save_png(postprocess.cutout(image, mask), target)
-                            report.cutouts.append(target)
-            bar.update(len(jobs[start:start + step]))
-    except KeyboardInterrupt:  # atomic_path has removed the temporary of the file being written
+        pipeline.run(jobs, load, infer, write, failed, batch=step, streams=streams, loaders=loaders)
+    except KeyboardInterrupt:  # atomic_path has removed the temporary of any file being written
         raise PredictInterrupted(report) from None
     except U2Error as exc:
         if not report.written:
             raise
         raise U2Error(f"{exc}; the {len(report.written)} masks written before it are kept") from None
     finally:
+        report.seconds = time.perf_counter() - started
         bar.close()
         _remove_empty(created)
     return report

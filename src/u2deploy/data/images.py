@@ -7,7 +7,10 @@ CMYK, EXIF orientation. Refused with a message: unreadable or truncated files, a
 
 from __future__ import annotations
 
+import errno
+import stat
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,39 +86,81 @@ def list_images(folder_or_files: str | Path | list[str | Path],
     symlink, a symlink loop, a FIFO …) are left out; with ``skipped``, each is appended there with
     the reason, so that the caller can report it rather than drop it silently.
     """
-    import errno
-    import stat
+    return [path for path, _ in image_tree(folder_or_files, skipped=skipped)]
 
-    suffixes = (*IMAGE_SUFFIXES, ".gif")  # read_image takes GIFs given directly; a folder's are no different
+
+def image_tree(folder_or_files: str | Path | list[str | Path], *, recursive: bool = False,
+               skipped: list[tuple[Path, str]] | None = None,
+               exclude: Sequence[str | Path] = ()) -> list[tuple[Path, Path]]:
+    """Like :func:`list_images`, with each image's folder relative to the folder it was found under.
+
+    ``recursive`` walks subfolders too (sorted: a folder's images, then its subfolders; symlinked
+    folders are followed once, never in a loop), so a caller can mirror the tree: ``a/b/x.jpg``
+    found under ``a`` comes with ``b``; files given directly come with ``.``. Folders in ``exclude``
+    (an output folder inside the input tree) are not entered; with ``skipped`` they are reported.
+    """
     items = folder_or_files if isinstance(folder_or_files, list) else [folder_or_files]
-    found: list[Path] = []
+    excluded = {Path(p).resolve() for p in exclude}
+    found: list[tuple[Path, Path]] = []
     for item in map(Path, items):
         if item.is_dir():
-            try:
-                entries = sorted(p for p in item.iterdir() if p.suffix.lower() in suffixes)
-            except OSError as exc:
-                raise U2Error(f"{item}: cannot list the folder ({exc.strerror or exc})") from None
-            for entry in entries:
-                try:
-                    mode = entry.stat().st_mode
-                except OSError as exc:
-                    if exc.errno == errno.ELOOP:
-                        why = "symlink loop"
-                    elif entry.is_symlink():
-                        why = "dangling symlink (its target does not exist)"
-                    else:
-                        why = f"cannot read it ({exc.strerror or exc})"
-                else:
-                    if stat.S_ISREG(mode):
-                        found.append(entry)
-                        continue
-                    why = "a folder, not an image file" if stat.S_ISDIR(mode) else "not a regular file"
-                if skipped is not None:
-                    skipped.append((entry, why))
+            _walk(item, Path("."), recursive, found, skipped, excluded, {item.resolve()})
         elif item.exists():
-            found.append(item)
+            found.append((item, Path(".")))
         else:
             raise U2Error(f"{item}: no such file or folder")
     if not found:
         raise U2Error(f"{', '.join(map(str, items))}: no images found")
     return found
+
+
+_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")  # read_image takes GIFs given directly; a folder's are no different
+
+
+def _walk(folder: Path, rel: Path, recursive: bool, found: list[tuple[Path, Path]],
+          skipped: list[tuple[Path, str]] | None, excluded: set[Path], visiting: set[Path]) -> None:
+    def skip(entry: Path, why: str) -> None:
+        if skipped is not None:
+            skipped.append((entry, why))
+
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        if rel == Path("."):
+            raise U2Error(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
+        skip(folder, f"cannot list the folder ({exc.strerror or exc})")
+        return
+    subfolders = []
+    for entry in entries:
+        named_like_image = entry.suffix.lower() in _SUFFIXES
+        if not (named_like_image or recursive):
+            continue
+        try:
+            mode = entry.stat().st_mode
+        except OSError as exc:
+            if not named_like_image:
+                continue
+            if exc.errno == errno.ELOOP:
+                why = "symlink loop"
+            elif entry.is_symlink():
+                why = "dangling symlink (its target does not exist)"
+            else:
+                why = f"cannot read it ({exc.strerror or exc})"
+            skip(entry, why)
+            continue
+        if stat.S_ISDIR(mode) and recursive:
+            subfolders.append(entry)
+        elif not named_like_image:
+            continue
+        elif stat.S_ISREG(mode):
+            found.append((entry, rel))
+        else:
+            skip(entry, "a folder, not an image file" if stat.S_ISDIR(mode) else "not a regular file")
+    for sub in subfolders:
+        real = sub.resolve()
+        if real in excluded:
+            skip(sub, "the output folder; not read as input")
+        elif real in visiting:
+            skip(sub, "a symlink to a folder already being listed; not followed again")
+        else:
+            _walk(sub, rel / sub.name, True, found, skipped, excluded, visiting | {real})
