@@ -13,7 +13,11 @@ TORCH = "torch==2.13.0"
 @nox.session
 def tests(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install("-e", ".[test,openvino]")  # the OpenVINO tests run in CI, and skip where it is absent
+    session.install("-e", ".[test,openvino,triton]")  # the OpenVINO and Triton tests run in CI, and skip where absent
+    # The live Triton test's server: the tritonserver 2.51 binary this wheel bundles (python backend only). Without
+    # its dependencies, whose numpy<2 pin would downgrade the suite's numpy; the server's python backend gets
+    # numpy<2 in an environment of its own (u2deploy.export.triton.python_backend_env).
+    session.install("--no-deps", "nvidia-pytriton==0.7.0")
     # pysodmetrics caps numpy and scikit-image below what the package uses; its metrics only need
     # these two imports beside them, so it goes in without its pins, for the cross-check tests.
     session.install("opencv-python-headless", "scikit-learn")

@@ -180,6 +180,14 @@ def openvino_command(
     typer.echo(export_openvino(model, output, int8=int8, fp16=fp16, calib_dir=calib, num=num, seed=seed).status_line())
 
 
+@app.command("formats")
+def formats_command() -> None:
+    """The formats u2export builds and u2bench runs: backends (installed or not), devices, build commands."""
+    from ..formats import describe
+
+    typer.echo(describe())
+
+
 @app.command("fp16")
 def fp16_command(
     model: Annotated[Path, typer.Argument(help="FP32 ONNX model (from u2export onnx).")],
@@ -192,6 +200,48 @@ def fp16_command(
     from ..export.fp16 import convert_fp16_model
 
     typer.echo(convert_fp16_model(model, output, calib_dir=calib, keep=keep or []).status_line())
+
+
+@app.command("triton")
+def triton_command(
+    artifacts: Annotated[list[Path], typer.Argument(
+        help="Artifacts: .onnx, .engine (TensorRT, with its manifest) or OpenVINO .xml (+ .bin).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Model repository folder (created if absent).")],
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Model name (one artifact; default u2netp / u2net, or each artifact's stem).")] = None,
+    max_batch: Annotated[int | None, typer.Option(
+        "--max-batch", min=1, help="max_batch_size of a dynamic-batch artifact (default 8, or its profile's max).")
+    ] = None,
+    instances: Annotated[int, typer.Option("--instances", min=1, help="Model instances (instance_group count).")
+                         ] = 1,
+    kind: Annotated[str | None, typer.Option(
+        "--kind", help="cpu or gpu instances (default: gpu for TensorRT engines, else cpu).")] = None,
+    preprocess_in_server: Annotated[bool, typer.Option(
+        "--preprocess-in-server", help="Add an ensemble: clients send image bytes, get a mask at the image's size.")
+    ] = False,
+    model_backend: Annotated[str, typer.Option(
+        "--model-backend", help="native (Triton's backend for the format) or python (u2deploy's runner).")
+    ] = "native",
+    no_dynamic_batching: Annotated[bool, typer.Option(
+        "--no-dynamic-batching", help="Leave out dynamic_batching (batches only as clients send them).")] = False,
+    queue_delay_us: Annotated[int, typer.Option(
+        "--queue-delay-us", min=1, help="dynamic_batching max_queue_delay_microseconds.")] = 2000,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="Intra-op threads per instance (ONNX Runtime, OpenVINO, python runner).")] = None,
+    accelerator: Annotated[str, typer.Option(
+        "--accelerator", help="ONNX Runtime execution accelerator: none, openvino (cpu) or tensorrt (gpu).")
+    ] = "none",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace model directories already there.")
+                         ] = False,
+) -> None:
+    """Write a Triton Inference Server model repository (config.pbtxt + version 1) from artifacts."""
+    from ..export.triton import export_triton
+
+    repo = export_triton(artifacts, output, name=name, overwrite=overwrite, max_batch=max_batch,
+                         instances=instances, kind=kind, preprocess_in_server=preprocess_in_server,
+                         model_backend=model_backend, dynamic_batching=not no_dynamic_batching,
+                         queue_delay_us=queue_delay_us, threads=threads, accelerator=accelerator)
+    typer.echo(repo.status_line())
 
 
 main = run(app, "u2export")
