@@ -7,8 +7,14 @@ from typing import Annotated
 
 import typer
 
+from ..formats import BACKEND_NAMES, FORMATS
 from ..sizes import parse_size
 from ._common import new_app, run
+
+BACKEND_HELP = (f"auto (the format's default) or one of {', '.join(BACKEND_NAMES)}; "
+                + "; ".join(f"{f.name} runs on {' or '.join(f.backends)}" for f in FORMATS if len(f.backends) > 1)
+                + ".")
+MODEL_HELP = "torch:full, torch:small, or a " + ", ".join(f.suffix for f in FORMATS if f.suffix) + " file"
 
 app = new_app("u2bench", "Run, evaluate and time U²-Net artifacts (PyTorch, ONNX, TensorRT).")
 
@@ -51,11 +57,11 @@ def eval_command(
 
 @app.command("latency")
 def latency_command(
-    models: Annotated[list[str], typer.Option("--model", help="torch:full, torch:small, x.onnx or x.engine; "
-                                                              "repeat to compare.")],
+    models: Annotated[list[str], typer.Option("--model", help=f"{MODEL_HELP}; repeat to compare.")],
     weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint for torch:*.")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="auto, torch, onnxruntime, tensorrt or openvino.")] = "auto",
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cpu; engines: cuda).")
+    backend: Annotated[str, typer.Option("--backend", help=BACKEND_HELP)] = "auto",
+    device: Annotated[str | None, typer.Option(
+        "--device", help="cpu or cuda (default: cpu; engines: cuda); ONNX Runtime also tensorrt (its TensorRT EP).")
                       ] = None,
     precision: Annotated[str | None, typer.Option(
         "--precision", help="fp32, fp16, bf16 (PyTorch autocast); exported files keep their own.")] = None,
@@ -76,6 +82,8 @@ def latency_command(
     compile_: Annotated[bool, typer.Option("--compile", help="PyTorch: torch.compile the model.")] = False,
     tf32: Annotated[bool | None, typer.Option(
         "--tf32/--no-tf32", help="PyTorch CUDA: cuDNN convolutions in TF32 (default: on).")] = None,
+    hint: Annotated[str | None, typer.Option(
+        "--hint", help="OpenVINO: its latency or throughput performance hint (default: latency).")] = None,
     claims: Annotated[bool, typer.Option("--claims", help="Also print the paper-claims check.")] = False,
     paired: Annotated[bool, typer.Option(
         "--paired", help="Alternate the models in short rounds and print each one's time relative to the first "
@@ -96,7 +104,7 @@ def latency_command(
         backend=backend, device=device, precision=precision, batches=parse_batches(batch),
         size=parse_size(size), weights=weights, warmup_s=warmup_s, min_time_s=min_time_s, min_iters=min_iters,
         threads=threads, end_to_end=end_to_end, images=images, channels_last=channels_last,
-        cuda_graphs=cuda_graphs, compile=compile_, tf32=tf32)
+        cuda_graphs=cuda_graphs, compile=compile_, tf32=tf32, hint=hint)
     if paired:
         from ..bench.paired import run_paired
 
@@ -169,47 +177,68 @@ def int8_ceiling_command(
 
 @app.command("predict")
 def predict_command(
-    model: Annotated[str, typer.Option("--model", help="torch:small, torch:full, x.onnx or x.engine.")],
+    model: Annotated[str, typer.Option("--model", help=f"{MODEL_HELP}.")],
     images: Annotated[list[Path], typer.Option("--images", help="Image folder or files (repeatable).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for <stem>.png masks.")],
     weights: Annotated[str | None, typer.Option("--weights", help="Checkpoint for torch:*.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help=BACKEND_HELP)] = "auto",
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="Also images in subfolders; OUT mirrors the folder tree.")] = False,
     preprocess_mode: Annotated[str, typer.Option(
         "--preprocess", help="fast (deployment) or reference (the authors' script, exactly).")] = "fast",
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", help="Binary masks: 255 where the saliency is at least T (0-1), else 0.")] = None,
     cutout: Annotated[bool, typer.Option("--cutout", help="Also write RGBA cut-outs to OUT/cutouts/.")] = False,
+    background: Annotated[str | None, typer.Option(
+        "--background", help="Cut-outs on this colour (white, '#00ff00' …) as JPEG; implies --cutout.")] = None,
+    cutout_format: Annotated[str | None, typer.Option(
+        "--cutout-format", help="png (default), jpg (needs --background) or webp.")] = None,
     size: Annotated[str | None, typer.Option("--size", help="N or HxW (default: the artifact's).")] = None,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per call (dynamic-batch artifacts).")] = 8,
+    batch: Annotated[int | None, typer.Option("--batch", min=1, help=(
+        "Images per call (dynamic-batch artifacts; default 1 with concurrent --streams, else 8)."))] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="CPU threads for inference, all streams together (default: all cores).")] = None,
+    streams: Annotated[int | None, typer.Option(
+        "--streams", min=1, help="Concurrent inference calls, ONNX Runtime on the CPU (default: 2).")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace masks/cut-outs already in OUT (input images are never replaced).")] = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Keep outputs already in OUT and skip their images (resume a run).")] = False,
 ) -> None:
-    """Saliency masks (8-bit PNG, original size) for images, from any artifact."""
+    """Saliency masks (8-bit PNG, original size) and cut-outs for a folder of images, from any artifact."""
     import sys
 
     from tqdm import tqdm
 
-    from ..bench.predict import PredictInterrupted, plan_outputs, predict
-    from ..data.images import list_images
+    from ..bench import predict as p
+    from ..data.images import image_tree
     from ..engines import open_runner
 
     def say(msg: str) -> None:  # through tqdm, so that a line never garbles the progress bar
         tqdm.write(f"u2bench: {msg}", file=sys.stderr)
 
+    hw = parse_size(size)
+    p.check_threshold(threshold)
+    color = p.parse_color(background)
+    suffix = p.cutout_suffix(cutout_format, color)
+    n_streams, per_stream = p.inference_split(model, device, threads=threads, streams=streams, backend=backend)
     scan_skipped: list[tuple[Path, str]] = []
     try:
-        paths = list_images([str(p) for p in images], skipped=scan_skipped)
+        found = image_tree([str(i) for i in images], recursive=recursive, skipped=scan_skipped, exclude=[output])
     finally:
         for entry, why in scan_skipped:
             say(f"{entry}: {why}; skipped")
-    hw = parse_size(size)
-    plan = plan_outputs(paths, output, cutout=cutout, overwrite=overwrite, skip_existing=skip_existing)
+    paths = [path for path, _ in found]
+    plan = p.plan_outputs(paths, output, cutout=cutout or color is not None or cutout_format is not None,
+                          overwrite=overwrite, skip_existing=skip_existing, subdirs=[sub for _, sub in found],
+                          cutout_suffix=suffix)
     try:
-        with open_runner(model, weights=weights, device=device) as runner:
-            report = predict(runner, paths, output, mode=preprocess_mode, size=hw, batch=batch,
-                             cutout=cutout, plan=plan, on_error=say)
+        with open_runner(model, backend, weights=weights, device=device, threads=per_stream) as runner:
+            report = p.predict(runner, paths, output, mode=preprocess_mode, size=hw, batch=batch, plan=plan,
+                               on_error=say, threshold=threshold, background=color, streams=n_streams)
     except KeyboardInterrupt as exc:
-        written = len(exc.report.written) if isinstance(exc, PredictInterrupted) else 0
+        written = len(exc.report.written) if isinstance(exc, p.PredictInterrupted) else 0
         say(f"interrupted: {written} masks written to {output} and kept"
             + (" · rerun with --skip-existing to resume" if written else ""))
         raise typer.Exit(130) from None
@@ -226,7 +255,8 @@ def parity_command(
     masks: Annotated[Path | None, typer.Option("--masks", help="Mask folder, with --data an image folder.")
                      ] = None,
     candidates: Annotated[list[str] | None, typer.Option(
-        "--candidates", help="Artifacts to check (.onnx, .engine); repeatable.")] = None,
+        "--candidates", help=f"Artifacts to check ({MODEL_HELP}); repeatable.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help=f"For every candidate: {BACKEND_HELP}")] = "auto",
     subset: Annotated[str | None, typer.Option("--subset", help="Stem range, e.g. 0801-1000.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N pairs.")] = None,
     size: Annotated[str | None, typer.Option("--size", help="N or HxW (default: the weights').")] = None,
@@ -253,8 +283,8 @@ def parity_command(
     dataset = (open_dataset(images=data, masks=masks, subset=subset, limit=limit) if masks is not None
                else open_dataset(data, subset=subset, limit=limit))
     with open_runner(f"torch:{variant}", weights=weights, device=device) as reference:
-        report = run_parity(reference, candidates or [], dataset, size=size_hw, batch=batch,
-                            device=device, max_delta_maxf=max_delta_maxf, max_delta_mae=max_delta_mae)
+        report = run_parity(reference, candidates or [], dataset, size=size_hw, batch=batch, device=device,
+                            backend=backend, max_delta_maxf=max_delta_maxf, max_delta_mae=max_delta_mae)
     typer.echo(format_parity(report))
     if json_out is not None:
         write_json(json_out, report.to_json())
@@ -264,6 +294,67 @@ def parity_command(
                                      f"{r.evaluation.precision})") for r in report.rows]
         typer.echo(f"curves: {plot_pr_curves(curves, plot, title=f'{report.dataset}, n={report.n}')}")
     if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command("benchmark")
+def benchmark_command(
+    data: Annotated[Path, typer.Option("--data", help="Dataset root (ECSSD, DUTS, …) the gate evaluates on.")],
+    variant: Annotated[str, typer.Option("--variant", help="full or small: the PyTorch reference.")] = "small",
+    weights: Annotated[Path | None, typer.Option("--weights", help="Checkpoint (default: embedded).")] = None,
+    subset: Annotated[str | None, typer.Option("--subset", help="Stem range of --data, e.g. 0801-1000.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N pairs of --data.")] = None,
+    calib: Annotated[Path | None, typer.Option(
+        "--calib", help="INT8 calibration images (default: DUTS-TR/DUTS-TR-Image); never the --data images.")] = None,
+    calib_subset: Annotated[str | None, typer.Option(
+        "--calib-subset", help="Only this stem range of --calib (linked into --out), e.g. 0001-0800.")] = None,
+    calib_num: Annotated[int, typer.Option("--calib-num", min=1, help="Calibration images drawn (seeded).")] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="Calibration sampling seed.")] = 0,
+    size: Annotated[str | None, typer.Option("--size", help="N or HxW (default: the weights').")] = None,
+    formats: Annotated[str | None, typer.Option(
+        "--formats", help="FORMAT:PRECISION names, comma-separated (default: torch:fp32, onnx:fp32,fp16,int8, "
+                          "then OpenVINO and TensorRT, skipped with a reason where they cannot run).")] = None,
+    device: Annotated[str, typer.Option(
+        "--device", help="cpu, or cuda (PyTorch and ONNX Runtime on the GPU); engines always run on cuda.")] = "cpu",
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for timing (all).")] = None,
+    min_time_s: Annotated[float, typer.Option(
+        "--min-time-s", min=0, help="Timed seconds of each paired run (model only; end to end).")] = 20.0,
+    warmup_s: Annotated[float, typer.Option("--warmup-s", min=0, help="Untimed seconds per artifact.")] = 1.0,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per call in the parity gate.")] = 8,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Artifacts and caches (default: benchmark-artifacts/ beside --json or --report).")] = None,
+    max_delta_maxf: Annotated[float | None, typer.Option(
+        "--max-delta-maxf", help="Override every artifact's ΔmaxFβ bound.")] = None,
+    max_delta_mae: Annotated[float | None, typer.Option(
+        "--max-delta-mae", help="Override every artifact's ΔMAE bound.")] = None,
+    end_to_end: Annotated[bool, typer.Option(
+        "--end-to-end/--no-end-to-end", help="Also time decode + preprocess + infer + postprocess (paired).")] = True,
+    rss: Annotated[bool, typer.Option(
+        "--rss/--no-rss", help="Peak RSS of each artifact, each in a fresh process.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows here (JSON).")] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Write a Markdown report here (PNG plots beside it).")] = None,
+) -> None:
+    """Build every artifact this machine runs, gate each on parity with PyTorch, time all in one paired run,
+    and name the fastest one that passes."""
+    from ..bench.benchmark import BenchmarkOptions, check_report, render_text, run_benchmark, write_report
+    from ..files import check_destinations, write_json
+
+    check_destinations(json_out)
+    if report is not None:
+        check_report(report)
+    opts = BenchmarkOptions(
+        data=data, variant=variant, weights=weights, subset=subset, limit=limit, calib=calib,
+        calib_subset=calib_subset, calib_num=calib_num, seed=seed, size=parse_size(size), formats=formats,
+        device=device, threads=threads, min_time_s=min_time_s, warmup_s=warmup_s, batch=batch, out=out,
+        max_delta_maxf=max_delta_maxf, max_delta_mae=max_delta_mae, end_to_end=end_to_end, rss=rss)
+    result = run_benchmark(opts, json_out=json_out, report=report)
+    typer.echo(render_text(result))
+    if json_out is not None:
+        typer.echo(f"results: {write_json(json_out, result.to_json())}")
+    if report is not None:
+        typer.echo(f"report: {write_report(result, report)}")
+    if result.recommended is None:
         raise typer.Exit(1)
 
 
