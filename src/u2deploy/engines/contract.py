@@ -85,8 +85,10 @@ def non_text_field(message: Any, where: str = "model") -> str | None:
     from google.protobuf.descriptor import FieldDescriptor
 
     for field, value in message.ListFields():
-        # protobuf >= 5 has is_repeated; older ones only the label
-        repeated = getattr(field, "is_repeated", getattr(field, "label", None) == FieldDescriptor.LABEL_REPEATED)
+        try:  # protobuf >= 5 has the is_repeated property and deprecates label, which older ones only have
+            repeated = bool(field.is_repeated)
+        except AttributeError:
+            repeated = field.label == FieldDescriptor.LABEL_REPEATED
         items = value if repeated else [value]
         if field.type == FieldDescriptor.TYPE_STRING:
             if any(not isinstance(v, str) for v in items):
