@@ -196,14 +196,12 @@ def test_the_report_has_the_table_plots_and_commands(first) -> None:
 def test_a_rerun_reuses_every_artifact(first) -> None:
     folder, out, _ = first
     before = _mtimes(out)
-    first_build = json.loads((folder / "b.json").read_text())["seconds"]["build"]
     result = _invoke("--formats", FIRST_FORMATS, "--out", str(out), "--json", str(folder / "again.json"),
                      "--no-rss", "--no-end-to-end")
     assert result.exit_code == 0, result.output
     again = json.loads((folder / "again.json").read_text())
     assert _mtimes(out) == before and "reusing" in result.output
     assert all(row["cached"] for row in again["rows"] if row["artifact"] and row["status"] != "reference")
-    assert again["seconds"]["build"] < first_build / 3
     assert all(row["peak_rss_bytes"] is None for row in again["rows"])  # --no-rss: null, never a stale number
 
 

@@ -70,14 +70,19 @@ def _amd_core(family: int, model: int) -> str | None:
     return None
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask on Linux): every default thread count's source."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 @cache
 def cpu() -> dict[str, Any]:
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count()
+    usable = usable_cpus()
     family, model = (int(info[k]) if info.get(k, "").isdigit() else None for k in ("cpu family", "model"))
     core = (_amd_core(family, model) if info.get("vendor_id") == "AuthenticAMD" and family is not None
             and model is not None else None)

@@ -11,7 +11,6 @@ refused by :func:`~u2deploy.engines.open_runner` when it does not apply.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,10 +54,7 @@ class LatencyOptions:
 
 
 def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return hardware.usable_cpus()
 
 
 def parse_batches(text: str | Sequence[int]) -> tuple[int, ...]:

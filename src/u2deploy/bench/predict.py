@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageColor
 from tqdm import tqdm
 
+from .. import hardware
 from ..data import postprocess, preprocess
 from ..data.images import read_image
 from ..engines import Runner
@@ -308,8 +309,7 @@ def inference_split(model: str, device: str = "cpu", *, threads: int | None = No
             raise U2Error(f"--streams {streams}: only ONNX Runtime on the CPU runs concurrent calls; "
                           f"{model} runs one call at a time")
         return 1, threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    total = threads or cores
+    total = threads or hardware.usable_cpus()
     count = min(streams or DEFAULT_STREAMS, total)
     return count, max(1, total // count)
 

@@ -98,15 +98,11 @@ def onnx_command(
 ) -> None:
     """Export to ONNX, check, simplify and verify against PyTorch (fails if max|Δ| > 1e-4)."""
     from ..export.onnx import export_onnx
-    from ..files import human_size
 
     r = export_onnx(variant, weights, output, size=_size_option(size, height, width), batch=batch,
                     dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, opset=opset, outputs=outputs,
                     simplify=not no_simplify, verify_images_dir=verify_images)
-    nodes = f"{r.nodes_exported}→{r.nodes_final} nodes" if not no_simplify else f"{r.nodes_final} nodes"
-    typer.echo(f"exported {r.path} ({human_size(r.size_bytes)}) in {r.seconds:.1f} s · {nodes} · "
-               f"max|Δ| {r.worst.max_abs:.1g} vs PyTorch on {r.verify_source} · "
-               f"next: u2bench latency --model {r.path}")
+    typer.echo(r.status_line())
 
 
 @app.command("quantize")

@@ -27,7 +27,7 @@ from ..data import preprocess
 from ..data.samples import verification_images
 from ..engines.onnxruntime import cpu_session, run_first_output
 from ..errors import U2Error
-from ..files import atomic_path, check_writable, write_json
+from ..files import atomic_path, check_writable, human_size, write_json
 from ..model.deploy import DeployModel
 from ..model.weights import LoadedWeights, load_model
 from ..validate import Comparison, compare_maps, tolerance_for
@@ -54,6 +54,13 @@ class OnnxExportResult:
     @property
     def worst(self) -> Comparison:
         return max((c for _, c in self.vs_torch), key=lambda c: c.max_abs)
+
+    def status_line(self) -> str:
+        simplified = self.simplify_check is not None
+        nodes = f"{self.nodes_exported}→{self.nodes_final} nodes" if simplified else f"{self.nodes_final} nodes"
+        return (f"exported {self.path} ({human_size(self.size_bytes)}) in {self.seconds:.1f} s · {nodes} · "
+                f"max|Δ| {self.worst.max_abs:.1g} vs PyTorch on {self.verify_source} · "
+                f"next: u2bench latency --model {self.path}")
 
 
 def default_output(variant: str) -> Path:

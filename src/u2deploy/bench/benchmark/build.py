@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ... import hardware
 from ...errors import U2Error
-from ...files import human_size, sha256_of
+from ...files import sha256_of
 from ...formats import by_key
 from .cache import ArtifactCache
 from .rows import Row
@@ -167,13 +167,6 @@ def _spec_matches(path: Path, target: Target, ctx: BuildContext) -> bool:
             and spec.weights_sha256 == ctx.weights_sha256 and spec.precision == target.precision)
 
 
-def _status_line(result: Any) -> str:
-    if hasattr(result, "status_line"):
-        return result.status_line()
-    return (f"exported {result.path} ({human_size(result.size_bytes)}) in {result.seconds:.1f} s · max|Δ| "
-            f"{result.worst.max_abs:.1g} vs PyTorch on {result.verify_source}")
-
-
 def build(target: Target, ctx: BuildContext, cache: ArtifactCache, source: Path | None,
           say: Callable[[str], None]) -> Built:
     """Build ``target`` into ``ctx.out`` from ``source`` (the FP32 ONNX; None for that file itself), or reuse
@@ -192,7 +185,7 @@ def build(target: Target, ctx: BuildContext, cache: ArtifactCache, source: Path 
         result = stage.build()
     seconds = time.perf_counter() - started
     cache.store(output, stage.key, seconds)
-    say(f"{target.name}: {_status_line(result)}")
+    say(f"{target.name}: {result.status_line()}")
     return Built(output, False, seconds, stage.command)
 
 
