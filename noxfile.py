@@ -1,7 +1,10 @@
-"""Sessions: `nox -s tests` (the suite CI runs) and `nox -s lint`.
+"""Sessions: `nox -s tests` (the suite CI runs), `nox -s lint`, and `nox -s avx2` (the ISA-sensitive tests on an
+emulated AVX2-only CPU, which CI adds on CPUs with an int8 dot product).
 
 torch is pinned to the 2.13.0 CPU build: an unpinned torch pulls a multi-GB CUDA build.
 """
+
+import shutil
 
 import nox
 
@@ -13,16 +16,33 @@ TORCH = "torch==2.13.0"
 @nox.session
 def tests(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install("-e", ".[test,openvino,triton]")  # the OpenVINO and Triton tests run in CI, and skip where absent
+    session.install("-e", ".[test,openvino,triton,ray,web]")  # these extras' tests run in CI, and skip where absent
     # The live Triton test's server: the tritonserver 2.51 binary this wheel bundles (python backend only). Without
     # its dependencies, whose numpy<2 pin would downgrade the suite's numpy; the server's python backend gets
-    # numpy<2 in an environment of its own (u2deploy.export.triton.python_backend_env).
+    # numpy<2 in an environment of its own, made by `u2export triton-env DIR` (the live test runs it).
     session.install("--no-deps", "nvidia-pytriton==0.7.0")
     # pysodmetrics caps numpy and scikit-image below what the package uses; its metrics only need
     # these two imports beside them, so it goes in without its pins, for the cross-check tests.
     session.install("opencv-python-headless", "scikit-learn")
     session.install("--no-deps", "pysodmetrics")
     session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def avx2(session: nox.Session) -> None:
+    """The tests marked `isa` again, every ONNX Runtime and OpenVINO inference on an emulated AVX2-only CPU.
+
+    INT8 and FP16 kernels differ between CPUs with an int8 dot product (VNNI, AMX) and AVX2-only ones, and a
+    machine with VNNI never runs the AVX2 kernels. The tests run natively (PyTorch references, files, data);
+    their runners' inference goes to one process under `qemu-x86_64 -cpu Haswell` (tests/emulated_cpu.py),
+    on fewer held-out images (conftest.held_out). ~10 minutes on 2 cores.
+    """
+    if shutil.which("qemu-x86_64") is None:
+        session.error("needs qemu-x86_64 7.2 or newer to emulate an AVX2-only CPU: apt-get install -y qemu-user")
+    session.install(TORCH)
+    session.install("-e", ".[test,openvino]")
+    session.run("pytest", "-m", "isa", "-q", "-p", "no:cacheprovider", *session.posargs,
+                env={"U2DEPLOY_EMULATE_CPU": "Haswell"})
 
 
 @nox.session

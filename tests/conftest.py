@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,38 @@ ECSSD = SHARED / "datasets" / "ECSSD"
 REFERENCE = SHARED / "reference"
 
 needs_ecssd = pytest.mark.skipif(not (ECSSD / "images").is_dir(), reason=f"ECSSD not found at {ECSSD}")
+# `nox -s avx2` sets this: ONNX Runtime and OpenVINO inference then runs on an emulated CPU (tests/emulated_cpu.py).
+EMULATED_CPU = os.environ.get("U2DEPLOY_EMULATE_CPU")
 needs_reference = pytest.mark.skipif(not (REFERENCE / "golden").is_dir(),
                                      reason=f"reference files not found at {REFERENCE}")
+
+
+def held_out(lane_images: int = 12):
+    """ECSSD 0801-1000, the held-out images of every accuracy number; on an emulated CPU (~60× slower) an
+    evenly spread ``lane_images`` of them, so that the AVX2 lane stays within its time."""
+    from u2deploy.data.datasets import open_dataset
+
+    dataset = open_dataset(ECSSD, subset="0801-1000")
+    if EMULATED_CPU:
+        step = max(1, len(dataset.pairs) // lane_images)
+        dataset = dataclasses.replace(dataset, pairs=dataset.pairs[::step][:lane_images])
+    return dataset
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _emulated_cpu():
+    """Under `nox -s avx2`: every ONNX Runtime / OpenVINO inference on the emulated CPU, for the whole session."""
+    if not EMULATED_CPU:
+        yield None
+        return
+    from emulated_cpu import EmulatedCpu, patch_runners
+
+    cpu = EmulatedCpu(EMULATED_CPU)
+    saved = patch_runners(cpu)
+    yield cpu
+    for cls, infer in saved:
+        cls.infer = infer
+    cpu.close()
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +112,34 @@ def calib_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, image in enumerate(generated_images(6, seed=7, size=(80, 96))):
         Image.fromarray(image).save(folder / f"{i:03d}.png")
     return folder
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded demo weights exported at their native size (160×160)."""
+    from u2deploy.export.onnx import export_onnx
+
+    return export_onnx("small", None, tmp_path_factory.mktemp("demo") / "demo.onnx", n_verify=2).path
+
+
+@pytest.fixture(scope="session")
+def ecssd_calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Links to ECSSD 0001-0800 only: calibration never sees the held-out images."""
+    if not (ECSSD / "images").is_dir():
+        pytest.skip(f"ECSSD not found at {ECSSD}")
+    folder = tmp_path_factory.mktemp("ecssd_calib")
+    for i in range(1, 801):
+        (folder / f"{i:04d}.jpg").symlink_to(ECSSD / "images" / f"{i:04d}.jpg")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo_int8_cpu(demo_onnx: Path, ecssd_calib: Path) -> Path:
+    """The demo ONNX quantized for CPUs (``--target cpu``) on 300 of ECSSD 0001-0800; ranges cached beside it."""
+    from u2deploy.calibration.quantize import quantize_model
+
+    return quantize_model(demo_onnx, ecssd_calib, demo_onnx.with_name("demo_cpu.onnx"), target="cpu", num=300,
+                          cache=demo_onnx.with_name("demo.calib.json"), progress=False).path
 
 
 @pytest.fixture()

@@ -37,7 +37,7 @@ def test_a_bad_value_is_one_line_naming_the_file(key, value, words):
     assert "\n" not in str(info.value)
 
 
-def test_every_stage_writes_it_and_every_runner_reads_it(small_onnx, random_small_onnx, calib_dir, tmp_path):
+def test_every_stage_writes_it_and_every_runner_reads_it(small_onnx, calib_dir, tmp_path):
     from u2deploy.calibration.quantize import quantize_model
     from u2deploy.engines import open_runner
     from u2deploy.export.fp16 import convert_fp16_model
@@ -49,7 +49,7 @@ def test_every_stage_writes_it_and_every_runner_reads_it(small_onnx, random_smal
     assert (fp32.variant, fp32.precision, fp32.input_size, fp32.batch) == ("small", "fp32", (64, 64), None)
     half = spec_of(convert_fp16_model(small_onnx, tmp_path / "h.onnx").path)
     assert half.precision == "fp16" and half.evolve(precision="fp32") == fp32.evolve(extra=half.extra)
-    int8 = spec_of(quantize_model(random_small_onnx, calib_dir, tmp_path / "q.onnx", target="cpu", num=6,
+    int8 = spec_of(quantize_model(small_onnx, calib_dir, tmp_path / "q.onnx", target="cpu", num=6,
                                   progress=False).path)
     assert (int8.precision, int8.quant_target, int8.requires_int8_dot_product) == ("int8", "cpu", False)
     for artifact, expected in ((str(small_onnx), fp32), ("torch:small", None)):

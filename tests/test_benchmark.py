@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from u2deploy.bench.benchmark import ROW_KEYS, BenchmarkOptions, Row, recommend
 from u2deploy.bench.benchmark.cache import ArtifactCache
 from u2deploy.bench.benchmark.options import step_commands
+from u2deploy.bench.benchmark.outdir import LEDGER
 from u2deploy.bench.benchmark.targets import Target, all_names, default_names, parse_formats, unavailable
 from u2deploy.bench.benchmark.timing import latency_options
 from u2deploy.cli.bench import app
@@ -179,6 +180,12 @@ def test_one_table_json_rows_and_the_recommendation(first) -> None:
     assert f"**ship {fastest['artifact']}**" in result.output and "rebuild: u2export onnx" in result.output
     assert rows["onnx:int8"]["build_command"].endswith(f"-o {rows['onnx:int8']['artifact']}")
     assert (out / "u2netp_64x64.calib.json").is_file()  # the quantize stage's ranges, for the rerun
+    # --out's ledger lists every file, link and folder in it: the benchmark wrote all of them, so a rerun may
+    # replace them (tests/test_benchmark_out.py: anything else there is refused)
+    ledger = json.loads((out / LEDGER).read_text())["entries"]
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*")} - {LEDGER}
+    assert set(ledger) == on_disk and ledger["calib_0001-0008"]["kind"] == "dir"
+    assert {ledger[f"calib_0001-0008/{i:04d}.jpg"]["kind"] for i in range(1, 9)} == {"link"}
 
 
 @needs_ecssd

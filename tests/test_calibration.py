@@ -117,6 +117,28 @@ def test_a_file_that_is_not_a_cache_is_refused(tmp_path):
         load_ranges(path, _key())
 
 
+@pytest.mark.parametrize("damage, words", [
+    (lambda d: d["ranges"].update(x=[v / 30 for v in d["ranges"]["x"]]), "do not match their recorded sha256"),
+    (lambda d: d["ranges"].update(x=[2.0, 1.0]), "the range of x is"),
+    (lambda d: d["ranges"].update(x=[0.0, float("inf")]), "the range of x is"),
+    (lambda d: d.pop("ranges_sha256"), "do not match their recorded sha256"),
+    (lambda d: d.update(format="u2deploy-calibration-cache/1"), "older u2deploy, without a digest"),
+])
+def test_a_damaged_cache_is_refused_before_use_and_kept(tmp_path, damage, words):
+    path = tmp_path / "m.calib.json"
+    save_ranges(path, _key(), {"x": (-1.5, 2.0), "y": (0.0, 3.25)})
+    data = json.loads(path.read_text())
+    damage(data)
+    path.write_text(json.dumps(data))
+    before = path.read_bytes()
+    with pytest.raises(U2Error, match=words) as exc:
+        load_ranges(path, _key())
+    message = str(exc.value)
+    assert message.startswith(f"calibration cache {path}") and "\n" not in message
+    assert "delete it" in message and "--cache with another file" in message
+    assert path.read_bytes() == before  # never deleted or rewritten by the refusal
+
+
 def test_model_hash_is_of_the_file_bytes(tmp_path):
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
     a.write_bytes(b"same")

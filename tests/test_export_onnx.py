@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from u2deploy.errors import U2Error
-from u2deploy.export import onnx as onnx_stage
 from u2deploy.export.onnx import export_onnx
 from u2deploy.model import DeployModel, load_model
 
@@ -37,7 +36,12 @@ def test_export_writes_metadata_and_manifest(small_onnx: Path, small_weights: Pa
     manifest = json.loads(Path(f"{small_onnx}.json").read_text())
     assert manifest["weights_sha256"] == meta["weights_sha256"]
     assert manifest["nodes"]["final"] < manifest["nodes"]["exported"]
-    assert all(v["passed"] for k, v in manifest["verification"].items() if k != "images")
+    verification = manifest["verification"]
+    assert verification["passed"] is True and verification["bound"] == {"precision": "fp32", "max_abs": 1e-4,
+                                                                        "mean_abs": 0.001}
+    assert verification["max_abs"] <= 1e-4 and verification["images"]["count"] == 4
+    assert set(verification["checks"]) >= {"4 images at 64×64", "batch 1", "batch 4"}
+    assert all(check["passed"] for check in verification["checks"].values())
     onnx.checker.check_model(model, full_check=True)
 
 
@@ -82,10 +86,11 @@ def test_unsupported_opsets_are_refused(tmp_path: Path, small_weights: Path, ops
 
 
 def test_failed_verification_leaves_nothing(tmp_path: Path, small_weights: Path, monkeypatch) -> None:
+    from u2deploy.validate import verify
     from u2deploy.validate.tolerances import Tolerance
 
-    monkeypatch.setattr(onnx_stage, "tolerance_for", lambda p: Tolerance("fp32", -1.0, 0, 0))
-    with pytest.raises(U2Error, match="disagrees with"):
+    monkeypatch.setattr(verify, "tolerance_for", lambda p: Tolerance("fp32", -1.0, 0, 0))
+    with pytest.raises(U2Error, match=r"breaks its bound, nothing written: .*\(max\|Δ\| ≤ -1, "):
         export_onnx("small", small_weights, tmp_path / "bad.onnx", size=(64, 64), n_verify=2)
     assert not list(tmp_path.iterdir())
 

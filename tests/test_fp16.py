@@ -96,14 +96,20 @@ def test_cli_converts_with_metadata_and_refuses_bad_inputs(small_onnx, tmp_path)
     out = tmp_path / "half.onnx"
     result = CliRunner().invoke(app, ["fp16", str(small_onnx), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "emulated FP16 max|Δ|" in result.output and "next: u2bench latency" in result.output
+    assert "emulated FP16 max|Δ|" in result.output and "bound mean|Δ| ≤ 0.002: pass" in result.output
+    assert "next: u2bench latency" in result.output
     model = onnx.load(str(out))
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["precision"] == "fp16" and meta["input_size"] == "64x64"
     assert any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)
     sidecar = json.loads(Path(f"{out}.json").read_text())
-    for check in ("emulated_fp16", "onnxruntime_cpu"):
-        assert sidecar["verification"][check]["mean_abs"] <= tolerance_for("fp16").mean_abs
+    verification = sidecar["verification"]
+    assert verification["passed"] is True and verification["bound"]["mean_abs"] == tolerance_for("fp16").mean_abs
+    for check in ("emulated fp16", "onnxruntime cpu"):
+        assert verification["checks"][check]["mean_abs"] <= tolerance_for("fp16").mean_abs
+    # the ranges were measured on other images than those verified on
+    measured_on = sidecar["activation_ranges_measured_on"]
+    assert verification["images"]["count"] == 8 and measured_on != verification["images"]["description"]
     assert sidecar["max_abs_activation"] < FP16_MAX / OVERFLOW_MARGIN
 
     junk = tmp_path / "weights.pth"
@@ -116,8 +122,8 @@ def test_cli_converts_with_metadata_and_refuses_bad_inputs(small_onnx, tmp_path)
         assert not target.exists()
 
 
-def test_convert_fp16_keeps_the_builders_signature(random_small_onnx, tmp_path):
-    path = convert_fp16(random_small_onnx, tmp_path / "built.onnx")
+def test_convert_fp16_keeps_the_builders_signature(small_onnx, tmp_path):
+    path = convert_fp16(small_onnx, tmp_path / "built.onnx")
     assert path == tmp_path / "built.onnx" and path.is_file()
 
 

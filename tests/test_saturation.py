@@ -131,9 +131,9 @@ def test_onnxruntime_default_8bit_weights_fail_the_check(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def cpu_model(random_small_onnx, calib_dir, tmp_path_factory) -> Path:
+def cpu_model(small_onnx, calib_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sat") / "cpu.onnx"
-    return quantize_model(random_small_onnx, calib_dir, out, target="cpu", num=6, progress=False).path
+    return quantize_model(small_onnx, calib_dir, out, target="cpu", num=6, progress=False).path
 
 
 def test_the_cpu_target_is_saturation_safe_by_default(cpu_model):
@@ -150,10 +150,10 @@ def test_the_cpu_target_is_saturation_safe_by_default(cpu_model):
     assert result.exit_code == 0 and "saturation-safe" in result.output
 
 
-def test_vnni_only_is_explicit_recorded_and_warned_about(random_small_onnx, calib_dir, tmp_path, monkeypatch,
+def test_vnni_only_is_explicit_recorded_and_warned_about(small_onnx, calib_dir, tmp_path, monkeypatch,
                                                          caplog):
     out = tmp_path / "vnni.onnx"
-    result = CliRunner().invoke(app, ["quantize", str(random_small_onnx), "--calib", str(calib_dir), "--num", "6",
+    result = CliRunner().invoke(app, ["quantize", str(small_onnx), "--calib", str(calib_dir), "--num", "6",
                                       "--target", "cpu", "--vnni-only", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "accurate only on CPUs with VNNI" in result.output
@@ -170,15 +170,15 @@ def test_vnni_only_is_explicit_recorded_and_warned_about(random_small_onnx, cali
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("u2deploy.engines")]
     assert len(warnings) == 1 and "saturate" in warnings[0] and "without --vnni-only" in warnings[0]
     with pytest.raises(U2Error, match="--vnni-only applies to --target cpu"):
-        quantize_model(random_small_onnx, calib_dir, tmp_path / "t.onnx", target="tensorrt", num=6,
+        quantize_model(small_onnx, calib_dir, tmp_path / "t.onnx", target="tensorrt", num=6,
                        vnni_only=True, progress=False)
 
 
-def test_a_graph_that_fails_the_proof_is_not_written(random_small_onnx, calib_dir, tmp_path):
+def test_a_graph_that_fails_the_proof_is_not_written(small_onnx, calib_dir, tmp_path):
     eight_bit = replace(RECIPES["cpu"], weight_range="int8")
     out = tmp_path / "unsafe.onnx"
     with pytest.raises(U2Error, match="can saturate.*nothing written"):
-        quantize_model(random_small_onnx, calib_dir, out, target="cpu", num=6, recipe=eight_bit, progress=False)
+        quantize_model(small_onnx, calib_dir, out, target="cpu", num=6, recipe=eight_bit, progress=False)
     assert not out.exists() and not Path(f"{out}.json").exists()
 
 
@@ -209,13 +209,13 @@ for path in sys.argv[2:]:
 @pytest.mark.slow
 @pytest.mark.skipif(QEMU is None or platform.machine() != "x86_64",
                     reason="needs qemu-x86_64 (Debian: qemu-user) to emulate an AVX2-only x86 CPU")
-def test_an_avx2_only_cpu_computes_what_this_one_does(cpu_model, random_small_onnx, calib_dir, tmp_path):
+def test_an_avx2_only_cpu_computes_what_this_one_does(cpu_model, small_onnx, calib_dir, tmp_path):
     """The 7-bit artifact computes the same maps on AVX2 (VPMADDUBSW) as here; 8-bit weights do not."""
     from u2deploy.data import preprocess
     from u2deploy.data.samples import generated_images
     from u2deploy.engines.onnxruntime import cpu_session, run_first_output
 
-    vnni = quantize_model(random_small_onnx, calib_dir, tmp_path / "vnni.onnx", target="cpu", num=6,
+    vnni = quantize_model(small_onnx, calib_dir, tmp_path / "vnni.onnx", target="cpu", num=6,
                           vnni_only=True, progress=False).path
     x = preprocess.fast(generated_images(2, seed=3, size=(64, 64)), (64, 64))
     np.save(tmp_path / "x.npy", x)

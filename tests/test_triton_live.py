@@ -1,9 +1,11 @@
 """A real Triton server (the tritonserver 2.51 that nvidia-pytriton bundles) serving `u2export triton`'s ensemble.
 
 The repository is written with ``--preprocess-in-server --model-backend python`` (the bundled server
-has the python backend only); the server runs on 127.0.0.1, started by the test, bounded in time,
-and stopped by its PID. Masks over HTTP and gRPC must equal ``u2bench predict``'s within one gray
-level on held-out ECSSD images (generated images where ../shared is absent).
+has the python backend only); the server's Python environment is made by the documented step,
+``u2export triton-env DIR`` (pip fetches numpy<2: the test skips where it cannot); the server runs on
+127.0.0.1, started by the test, bounded in time, and stopped by its PID. Masks over HTTP and gRPC must
+equal ``u2bench predict``'s within one gray level on held-out ECSSD images (generated images where
+../shared is absent).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typer.testing import CliRunner
 pytest.importorskip("tritonclient.http", reason="needs the triton extra: pip install -e '.[triton]'")
 pytest.importorskip("tritonclient.grpc", reason="needs the triton extra: pip install -e '.[triton]'")
 
-from u2deploy.export.triton.server import LocalTriton, python_backend_env  # noqa: E402
+from u2deploy.errors import U2Error  # noqa: E402
+from u2deploy.export.triton.server import LocalTriton  # noqa: E402
 
 _WHY = LocalTriton.unavailable_reason()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_WHY is not None, reason=f"no local Triton server: {_WHY}")]
@@ -54,10 +57,11 @@ def server(small_onnx, tmp_path_factory):
                                              "--model-backend", "python", "--threads", "1", "--queue-delay-us",
                                              "20000"])
     assert result.exit_code == 0, result.output
-    try:
-        python = python_backend_env(tmp_path_factory.mktemp("server-env") / "env")
-    except Exception as exc:  # pip could not fetch numpy<2 (offline machine)
-        pytest.skip(f"no Python environment for the server's python backend: {exc}")
+    made = CliRunner().invoke(export_app, ["triton-env", str(tmp_path_factory.mktemp("server-env") / "env")])
+    if isinstance(made.exception, U2Error):  # pip could not fetch numpy<2 (an offline machine)
+        pytest.skip(f"no Python environment for the server's python backend: {made.exception}")
+    assert made.exit_code == 0, made.output
+    python = Path(made.output.strip().split("the server's python: ", 1)[1])
     local = LocalTriton(repo, python=python, start_s=180, stop_s=20)
     started = time.monotonic()
     local.start()

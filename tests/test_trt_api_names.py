@@ -9,9 +9,12 @@ JSON "plan", a run computes sigmoid(mean over channels)), but every attribute th
 reads or writes on them (``trt.BuilderFlag.INT8``, ``config.int8_calibrator``,
 ``cudart.cudaMemcpyAsync`` …) is looked up in the real name set of the release being imitated and
 fails as it would there when that release lacks it. So ``build_trt_engine`` and ``TensorRTRunner``
-are run, per release, for every path (FP32, FP16, Q/DQ INT8, calibrator INT8, profiles, timing
-cache, portability flags, CUDA graphs), and the names they touched are checked. What the fakes
-cannot check is behaviour: argument types, numerics, TensorRT's own rules. That needs a GPU
+are run, per release, for every path (FP32, FP16, Q/DQ INT8, calibrator INT8, strongly and weakly
+typed networks, profiles, timing cache, portability flags, CUDA graphs, the verification of each engine
+against its ONNX before it is written, the precision read by the engine inspector when the manifest is
+missing, the device made current in worker threads), and the names they touched are checked. The
+fake engine computes what the tiny test ONNX computes, so verification really compares maps. What the
+fakes cannot check is behaviour: argument types, numerics, TensorRT's own rules. That needs a GPU
 (``tests/test_trt_gpu.py``).
 """
 
@@ -21,6 +24,7 @@ import ctypes
 import json
 import re
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -107,8 +111,9 @@ def test_every_flag_a_plan_can_name_exists_in_that_release(path):
         built += 1
         for flag in plan.network_flags:
             assert f"NetworkDefinitionCreationFlag.{flag}" in names
-        for flag in plan.builder_flags:
+        for flag in plan.builder_flags + plan.cleared_flags:
             assert f"BuilderFlag.{flag}" in names
+        assert f"ProfilingVerbosity.{plan.profiling_verbosity}" in names
         assert f"HardwareCompatibilityLevel.{plan.hardware_compatibility}" in names
     assert built >= 12
 
@@ -191,9 +196,10 @@ class FakeTensorRT:
     def __init__(self, api: Api, version: str, cudart: FakeCudart) -> None:
         self.__version__ = version
         self._api, self._cudart = api, cudart
+        self._skew = 0.0  # added to every map the engines compute: an engine that breaks its bound
         ns = {name: Namespace(api, name) for name in (
             "BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType", "HardwareCompatibilityLevel",
-            "TensorIOMode", "DataType")}
+            "TensorIOMode", "DataType", "ProfilingVerbosity", "LayerInformationFormat")}
         ns["Logger"] = Namespace(api, "Logger", lambda severity: FakeLogger(api))
         ns["Builder"] = Namespace(api, "Builder", lambda logger: FakeBuilder(api, self))
         ns["OnnxParser"] = Namespace(api, "OnnxParser", lambda network, logger: FakeParser(api, network))
@@ -282,6 +288,9 @@ class FakeParser(Checked):
             self._errors.append(FakeParserError(self._api, "No importer registered for op: Unsupported"))
             return False
         api, net = self._api, self._network
+        ops = {n.op_type for n in model.graph.node}
+        half = any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer)
+        object.__setattr__(net, "_kind", "qdq" if "QuantizeLinear" in ops else "fp16" if half else "fp32")
         pairs = [(model.graph.input[0], net._inputs)] + [(o, net._outputs) for o in model.graph.output]
         for vi, target in pairs:
             t = vi.type.tensor_type
@@ -326,13 +335,17 @@ class FakeConfig(Checked):
 
     def __init__(self, api) -> None:
         super().__init__(api)
-        for key, value in (("_flags", set()), ("_pools", {}), ("_profiles", []), ("_cache", None),
+        for key, value in (("_flags", set()), ("_cleared", set()), ("_pools", {}), ("_profiles", []), ("_cache", None),
                            ("_calib_profile", None)):
             object.__setattr__(self, key, value)
 
     def set_flag(self, flag: EnumValue):
         assert flag.cls == "BuilderFlag"
         self._flags.add(flag.member)
+
+    def clear_flag(self, flag: EnumValue):
+        assert flag.cls == "BuilderFlag"
+        self._cleared.add(flag.member)
 
     def set_memory_pool_limit(self, pool: EnumValue, size: int):
         assert pool.cls == "MemoryPoolType" and isinstance(size, int)
@@ -392,8 +405,23 @@ class FakeBuilder(Checked):
                     assert len(ptrs) == 1 and ptrs[0] in self._trt._cudart._device
                     calibrated += 1
                 calibrator.write_calibration_cache(memoryview(b"calibration table"))
+        # what the layers compute in, as TensorRT decides it: a strongly typed network keeps the ONNX's types;
+        # a weakly typed one may lower any layer to what the precision flags allow
+        kind = network._kind
+        if "STRONGLY_TYPED" not in network._flags:
+            kind = "qdq" if "INT8" in config._flags else "fp16" if "FP16" in config._flags else kind
+        datatype = {"qdq": "Thirty-two wide channel vectorized row major Int8 format", "fp16": "Half",
+                    "fp32": "Row major linear FP32"}[kind]
+        verbosity = getattr(vars(config).get("profiling_verbosity"), "member", "LAYER_NAMES_ONLY")
+        layers = ["conv0", "sigmoid0"] if verbosity != "DETAILED" else [
+            {"Name": "conv0", "LayerType": "CaskConvolution", "Inputs": [{"Name": inp.name, "Format/Datatype":
+             "Row major linear FP32"}], "Outputs": [{"Name": "c0", "Format/Datatype": datatype}]},
+            {"Name": "sigmoid0", "LayerType": "PointWise", "Inputs": [{"Name": "c0", "Format/Datatype": datatype}],
+             "Outputs": [{"Name": "d0", "Format/Datatype": "Row major linear FP32"}]}]
         plan = {
+            "layers": layers,
             "network_flags": sorted(network._flags), "builder_flags": sorted(config._flags),
+            "cleared_flags": sorted(config._cleared),
             "pools": config._pools, "calibrated_batches": calibrated,
             "hardware": getattr(vars(config).get("hardware_compatibility_level"), "member", "NONE"),
             "profile": config._profiles[0]._shapes[inp.name] if config._profiles else None,
@@ -449,6 +477,22 @@ class FakeEngine(Checked):
     def create_execution_context(self):
         return FakeContext(self._api, self)
 
+    def create_engine_inspector(self):
+        return FakeInspector(self._api, self)
+
+
+class FakeInspector(Checked):
+    _cls = "EngineInspector"
+
+    def __init__(self, api, engine: FakeEngine) -> None:
+        super().__init__(api)
+        object.__setattr__(self, "_engine", engine)
+
+    def get_engine_information(self, fmt: EnumValue) -> str:
+        assert (fmt.cls, fmt.member) == ("LayerInformationFormat", "JSON")
+        assert isinstance(vars(self).get("execution_context"), FakeContext), "dynamic shapes need the context"
+        return json.dumps({"Layers": self._engine._plan["layers"], "Bindings": list(self._engine._io)})
+
 
 def _host_view(ptr: int, dtype, shape) -> np.ndarray:
     count = int(np.prod(shape)) * np.dtype(dtype).itemsize
@@ -499,7 +543,7 @@ class FakeContext(Checked):
         io, name = self._engine._io, self._input()
         x = _host_view(self._addresses[name], _NP[io[name][2]], self.get_tensor_shape(name))
         x = x.astype(np.float32)
-        d0 = 1 / (1 + np.exp(-x.mean(axis=1, keepdims=True)))
+        d0 = 1 / (1 + np.exp(-x.mean(axis=1, keepdims=True))) + self._engine._trt._skew
         for out, scale in (("d0", 1.0), ("d1", 0.5)):
             target = _host_view(self._addresses[out], _NP[io[out][2]], self.get_tensor_shape(out))
             target[...] = d0 * scale
@@ -516,6 +560,9 @@ class FakeDeviceProp(Checked):
 
 
 class FakeStream:
+    def __init__(self, device: int) -> None:
+        self.device = device  # a stream belongs to the device current where it was made
+
     def __int__(self) -> int:
         return 0x5EED
 
@@ -523,8 +570,10 @@ class FakeStream:
 class FakeCudart:
     """cuda-python's runtime module: memory is host memory, copies are memmove, graphs are closures."""
 
-    def __init__(self, api: Api, cc=(8, 9)) -> None:
-        self._api, self._cc = api, cc
+    def __init__(self, api: Api, cc=(8, 9), devices: int = 1) -> None:
+        self._api, self._cc, self._devices = api, cc, devices
+        self._thread = threading.local()  # the CUDA runtime's current device is per thread (0 until set)
+        self._set_in: set[tuple[int, int]] = set()  # (thread id, device) of every cudaSetDevice
         self._device: dict[int, np.ndarray] = {}
         self._host: dict[int, np.ndarray] = {}
         self._capturing: list | None = None
@@ -542,12 +591,23 @@ class FakeCudart:
     cudaStreamNonBlocking = 1
 
     def cudaGetDeviceCount(self):
-        return 0, 1
+        return 0, self._devices
+
+    def _current(self) -> int:
+        return getattr(self._thread, "device", 0)
+
+    def _on(self, stream) -> None:
+        assert stream.device == self._current(), (
+            f"a call on device {self._current()} with a stream of device {stream.device} (cudaSetDevice missing "
+            "in this thread)")
 
     def cudaGetDeviceProperties(self, index):
         return 0, FakeDeviceProp(self._api, b"Fake GPU\0\0", self._cc)
 
     def cudaSetDevice(self, index):
+        assert 0 <= index < self._devices
+        self._thread.device = index
+        self._set_in.add((threading.get_ident(), index))
         return (0,)
 
     def _alloc(self, table, nbytes):
@@ -581,12 +641,14 @@ class FakeCudart:
 
     def cudaMemcpyAsync(self, dst, src, count, kind, stream):
         assert isinstance(stream, FakeStream)
+        self._on(stream)
         return self._copy(dst, src, count, kind)
 
     def cudaStreamCreateWithFlags(self, flags):
-        return 0, FakeStream()
+        return 0, FakeStream(self._current())
 
     def cudaStreamSynchronize(self, stream):
+        self._on(stream)
         return (0,)
 
     def cudaStreamDestroy(self, stream):
@@ -605,6 +667,7 @@ class FakeCudart:
         return 0, ("executable", graph)
 
     def cudaGraphLaunch(self, executable, stream):
+        self._on(stream)
         self._launches += 1
         for step in executable[1]:
             step()
@@ -620,6 +683,7 @@ class FakeCudart:
         return 0, object()
 
     def cudaEventRecord(self, event, stream):
+        self._on(stream)
         return (0,)
 
     def cudaEventElapsedTime(self, start, stop):
@@ -658,16 +722,21 @@ def tiny_onnx(path: Path, kind: str = "fp32", batch: int | str = "N") -> Path:
 class Machine:
     """One imitated deployment machine: a TensorRT release and a cuda-python release, names recorded."""
 
-    def __init__(self, trt_file: Path, cuda_file: Path, cc=(8, 9)) -> None:
+    def __init__(self, trt_file: Path, cuda_file: Path, cc=(8, 9), devices: int = 1) -> None:
         self.trt_api = Api(read_names(trt_file), f"TensorRT {trt_file.stem}")
         self.cuda_api = Api(read_names(cuda_file), cuda_file.stem)
-        self.cudart = FakeCudart(self.cuda_api, cc)
+        self.cudart = FakeCudart(self.cuda_api, cc, devices)
         self.trt = FakeTensorRT(self.trt_api, trt_file.stem, self.cudart)
         self.env = TrtEnvironment(self.trt, self.cudart, TrtVersion.parse(trt_file.stem),
                                   GpuInfo("Fake GPU", cc))
 
     def install(self, monkeypatch) -> Machine:
-        probe = lambda device_index=0, purpose="": self.env  # noqa: E731
+        def probe(device_index=0, purpose=""):
+            if device_index >= self.cudart._devices:
+                raise U2Error(f"no CUDA device {device_index}")
+            gpu = GpuInfo("Fake GPU", self.env.gpu.compute_capability, device_index)
+            return TrtEnvironment(self.trt, self.cudart, self.env.version, gpu)
+
         monkeypatch.setattr(trt_builder, "probe_environment", probe)
         monkeypatch.setattr(trt_runner, "probe_environment", probe)
         return self
@@ -736,20 +805,25 @@ def test_build_and_run_each_precision(trt_file, precision, tmp_path, monkeypatch
     result = trt_builder.build_trt_engine(onnx=onnx_path, precision=precision[:4],
                                           batch=BatchRange(1, 2, 4), output=tmp_path / "tiny.engine")
     plan = json.loads(result.engine.read_bytes()[len(b"FAKEPLAN"):])
-    strongly_typed = family(trt_file) == "11"
-    assert plan["network_flags"] == (["STRONGLY_TYPED"] if strongly_typed else
-                                     ["EXPLICIT_BATCH"] if family(trt_file) == "8.6" else [])
+    strongly_typed = family(trt_file) != "8.6"  # 10.x too, as NVIDIA documents it: no precision flags then
+    assert plan["network_flags"] == (["STRONGLY_TYPED"] if strongly_typed else ["EXPLICIT_BATCH"])
     expected_flags = {"fp32": [], "fp16": ["FP16"], "int8-qdq": ["FP16", "INT8"]}[precision]
     assert plan["builder_flags"] == ([] if strongly_typed else expected_flags)
+    assert all(isinstance(layer, dict) for layer in plan["layers"])  # ProfilingVerbosity.DETAILED
+    assert plan["cleared_flags"] == (["TF32"] if precision == "fp32" else [])  # an FP32 engine computes in FP32
     assert plan["profile"] == [[n, 3, SIZE, SIZE] for n in (1, 2, 4)]
     manifest = read_manifest(result.engine)
     assert manifest["tensorrt_version"] == trt_file.stem and manifest["precision"] == precision[:4]
+    verification = manifest["verification"]  # run against its ONNX before it was written
+    assert verification["passed"] is True and verification["bound"]["precision"] == precision[:4]
+    assert verification["images"]["count"] == 8 and verification["mean_abs"] <= verification["bound"]["mean_abs"]
+    assert f"{onnx_path.name} ({kind}, onnxruntime cpu)" == verification["reference"]
     assert manifest["gpu"] == {"name": "Fake GPU", "compute_capability": "8.9"}
     assert manifest["source_onnx"]["path"] == str(onnx_path) and manifest["outputs"] == ["d0", "d1"]
     short = ".".join(trt_file.stem.split(".")[:2])
     assert re.fullmatch(rf"built {re.escape(str(result.engine))} \(0\.0 MB\) in \d+ s · TensorRT {short} · "
-                        rf"Fake GPU \(8\.9\) · next: u2bench latency --model {re.escape(str(result.engine))}",
-                        result.status_line())
+                        rf"Fake GPU \(8\.9\) · tiny\.engine \(TensorRT {re.escape(trt_file.stem)}\) vs .*: pass · "
+                        rf"next: u2bench latency --model {re.escape(str(result.engine))}", result.status_line())
     run_engine(machine, result.engine)
     assert_names_checked(machine)
 
@@ -877,47 +951,197 @@ def test_parser_errors_are_one_line(tmp_path, monkeypatch):
         trt_builder.build_trt_engine(onnx=path, precision="fp32", output=tmp_path / "t.engine")
 
 
-@pytest.mark.parametrize("trt_file", [TRT_FILES[0], TRT_FILES[-1]], ids=lambda p: p.stem)
-def test_variant_runs_the_stages_in_order(trt_file, tmp_path, calib_images, monkeypatch):
-    """--variant: the ONNX stage (and the FP16 / Q/DQ one), called through their agreed signatures."""
-    machine = Machine(trt_file, LATEST_CUDA).install(monkeypatch)
-    calls = []
+def fake_stages(monkeypatch) -> list[tuple]:
+    """The ONNX, FP16 and Q/DQ stages, each checking its call against the real function's signature and
+    writing a tiny model (with its manifest, as the real stages do) where it was told to."""
+    import inspect
 
-    def export_onnx(variant, weights, output, dynamic_batch, **options):
-        calls.append(("export_onnx", variant, weights, Path(output).name, dynamic_batch, options))
-        batch = "N" if dynamic_batch else options.get("batch", 1)
-        return types.SimpleNamespace(path=tiny_onnx(Path(output), batch=batch))
+    from u2deploy.calibration.quantize import quantize_model as real_quantize
+    from u2deploy.export.fp16 import convert_fp16_model as real_fp16
+    from u2deploy.export.onnx import export_onnx as real_export
 
-    def convert_fp16(onnx_path, output):
-        calls.append(("convert_fp16", Path(onnx_path).name, Path(output).name))
-        return tiny_onnx(Path(output), "fp16")
+    calls: list[tuple] = []
 
-    def quantize(onnx_path, calib_dir, output, target):
-        calls.append(("quantize", Path(onnx_path).name, Path(calib_dir).name, Path(output).name, target))
+    def stage(real, make):
+        def fake(*args, **kwargs):
+            bound = inspect.signature(real).bind(*args, **kwargs)  # a TypeError if the call would not fit
+            calls.append((real.__name__, {k: v for k, v in bound.arguments.items()}))
+            path = make(bound.arguments)
+            Path(f"{path}.json").write_text("{}")
+            return types.SimpleNamespace(path=path)
+        fake.__name__ = real.__name__
+        return fake
+
+    def batch_of(onnx_path):
         dim = onnx.load(onnx_path).graph.input[0].type.tensor_type.shape.dim[0]
-        return tiny_onnx(Path(output), "qdq", batch=dim.dim_value or "N")
+        return dim.dim_value or "N"
 
-    for module, func in (("u2deploy.export.onnx", export_onnx), ("u2deploy.export.fp16", convert_fp16),
-                         ("u2deploy.calibration.quantize", quantize)):
+    fakes = (("u2deploy.export.onnx", stage(real_export, lambda a: tiny_onnx(
+                 Path(a["output"]), batch="N" if a.get("dynamic_batch") else a.get("batch", 1)))),
+             ("u2deploy.export.fp16", stage(real_fp16, lambda a: tiny_onnx(Path(a["output"]), "fp16"))),
+             ("u2deploy.calibration.quantize", stage(real_quantize, lambda a: tiny_onnx(
+                 Path(a["output"]), "qdq", batch=batch_of(a["onnx_path"])))))
+    for module, func in fakes:
         fake = types.ModuleType(module)
         setattr(fake, func.__name__, func)
         monkeypatch.setitem(sys.modules, module, fake)
+    return calls
 
+
+@pytest.mark.parametrize("trt_file", [TRT_FILES[0], TRT_FILES[-1]], ids=lambda p: p.stem)
+def test_variant_runs_the_stages_in_order(trt_file, tmp_path, calib_images, monkeypatch):
+    """--variant: the ONNX stage (and the FP16 / Q/DQ one), called through their real signatures, writing
+    into the engine's build folder only; a u2netp.onnx of the user's beside the engine is never touched."""
+    machine = Machine(trt_file, LATEST_CUDA).install(monkeypatch)
+    calls = fake_stages(monkeypatch)
     out = tmp_path / "out" / "u2netp_fp16.engine"
+    out.parent.mkdir()
+    users = out.parent / "u2netp.onnx"
+    users.write_bytes(b"the authors' checkpoint, exported")
     result = trt_builder.build_trt_engine(variant="small", weights="w.pth", precision="fp16",
                                           batch=BatchRange(1, 2, 4), output=out)
-    assert calls == [("export_onnx", "small", "w.pth", "u2netp.onnx", True, {}),
-                     ("convert_fp16", "u2netp.onnx", "u2netp_fp16.onnx")]
-    assert result.intermediates == (out.parent / "u2netp.onnx", out.parent / "u2netp_fp16.onnx")
-    assert read_manifest(out)["source_onnx"]["path"] == str(out.parent / "u2netp_fp16.onnx")
+    build = out.parent / "u2netp_fp16.build"
+    assert [(name, Path(args["output"])) for name, args in calls] == [
+        ("export_onnx", build / "u2netp.onnx"), ("convert_fp16_model", build / "u2netp_fp16.onnx")]
+    assert calls[0][1]["variant"] == "small" and calls[0][1]["weights"] == "w.pth" and calls[0][1]["dynamic_batch"]
+    assert result.intermediates == (build / "u2netp.onnx", build / "u2netp_fp16.onnx")
+    assert users.read_bytes() == b"the authors' checkpoint, exported"
+    manifest = read_manifest(out)
+    assert manifest["source_onnx"]["path"] == str(build / "u2netp_fp16.onnx")
+    assert manifest["intermediates"] == {"folder": str(build), "files": [str(p) for p in result.intermediates]}
+    assert manifest["verification"]["reference"] == "u2netp.onnx (fp32, onnxruntime cpu)"  # the exported FP32
+    assert (build / trt_builder.BUILD_MARKER).is_file()
     calls.clear()
     result = trt_builder.build_trt_engine(variant="small", precision="int8", int8_mode="qdq",
-                                          calib_dir=calib_images, batch=BatchRange(2, 2, 2),
-                                          output=tmp_path / "u2netp_int8.engine")
-    assert calls == [("export_onnx", "small", None, "u2netp.onnx", False, {"batch": 2}),
-                     ("quantize", "u2netp.onnx", "calib", "u2netp_int8_trt.onnx", "tensorrt")]
+                                          calib_dir=calib_images, calib_images=5, calib_seed=3,
+                                          batch=BatchRange(2, 2, 2), output=tmp_path / "u2netp_int8.engine")
+    build = tmp_path / "u2netp_int8.build"
+    assert [name for name, _ in calls] == ["export_onnx", "quantize_model"]
+    assert calls[0][1]["batch"] == 2 and not calls[0][1]["dynamic_batch"]
+    quantize = calls[1][1]
+    assert (Path(quantize["onnx_path"]), Path(quantize["output"])) == (build / "u2netp.onnx",
+                                                                       build / "u2netp_int8_trt.onnx")
+    assert quantize["target"] == "tensorrt" and (quantize["num"], quantize["seed"]) == (5, 3)  # --calib-images/-seed
+    assert Path(quantize["cache"]).parent == build  # the ranges cache too: nothing beside a user's ONNX
+    assert read_manifest(result.engine)["calibration"] == {
+        "mode": "qdq", "dir": str(calib_images), "images": 5, "seed": 3, "method": "minmax",
+        "quantized_onnx": str(build / "u2netp_int8_trt.onnx")}
     run_engine(machine, result.engine, batches=(2,))
     assert_names_checked(machine)
+
+
+def test_a_build_folder_that_is_not_ours_is_refused(tmp_path, monkeypatch):
+    Machine(TRT_FILES[-1], LATEST_CUDA).install(monkeypatch)
+    calls = fake_stages(monkeypatch)
+    theirs = tmp_path / "u2netp_fp16.build"
+    theirs.mkdir()
+    (theirs / "u2netp.onnx").write_bytes(b"mine")
+    with pytest.raises(U2Error, match=r"u2netp_fp16\.build: exists and was not made by u2export trt"):
+        trt_builder.build_trt_engine(variant="small", precision="fp16", output=tmp_path / "u2netp_fp16.engine")
+    assert calls == [] and (theirs / "u2netp.onnx").read_bytes() == b"mine"
+    assert not (tmp_path / "u2netp_fp16.engine").exists()
+
+
+def test_the_output_folder_is_checked_not_created(tmp_path, monkeypatch):
+    machine = Machine(TRT_FILES[-1], LATEST_CUDA).install(monkeypatch)
+    onnx_path = tiny_onnx(tmp_path / "t.onnx")
+    with pytest.raises(U2Error, match=r"folder .*missing does not exist") as exc:
+        trt_builder.build_trt_engine(onnx=onnx_path, precision="fp32", output=tmp_path / "missing" / "t.engine")
+    assert "\n" not in str(exc.value) and not (tmp_path / "missing").exists()
+    assert machine.trt_api.used == set()  # refused before TensorRT was asked anything
+    with pytest.raises(U2Error, match="--timing-cache|folder .*nowhere does not exist"):
+        trt_builder.build_trt_engine(onnx=onnx_path, precision="fp32", output=tmp_path / "t.engine",
+                                     timing_cache=tmp_path / "nowhere" / "t.cache")
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("trt_file", [TRT_FILES[0], TRT_FILES[-1]], ids=lambda p: p.stem)
+def test_an_engine_that_breaks_its_bound_is_not_written(trt_file, tmp_path, monkeypatch):
+    machine = Machine(trt_file, LATEST_CUDA).install(monkeypatch)
+    onnx_path = tiny_onnx(tmp_path / "t.onnx")
+    engine = tmp_path / "t.engine"
+    engine.write_bytes(b"the previous engine")
+    machine.trt._skew = 0.05  # every map off by 0.05: far past the FP32 bound (max|Δ| 1e-4)
+    with pytest.raises(U2Error, match=r"t\.engine: breaks its bound, nothing written: .*max\|Δ\| 0\.05.*"
+                                      r"the fp32 bound \(max\|Δ\| ≤ 0\.0001") as exc:
+        trt_builder.build_trt_engine(onnx=onnx_path, precision="fp32", output=engine)
+    assert "\n" not in str(exc.value)
+    assert engine.read_bytes() == b"the previous engine" and not manifest_path(engine).exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    result = trt_builder.build_trt_engine(onnx=onnx_path, precision="fp32", output=engine, no_verify=True)
+    verification = read_manifest(result.engine)["verification"]
+    assert verification["passed"] is None and verification["skipped"] and verification["reason"] == "--no-verify"
+    assert "not verified" in result.status_line()
+    machine.trt._skew = 0.0
+    images = tmp_path / "mine"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(images / f"m{i}.png")
+    result = trt_builder.build_trt_engine(onnx=onnx_path, precision="fp32", output=engine, verify_images=images)
+    verification = read_manifest(result.engine)["verification"]
+    assert verification["passed"] is True and verification["images"]["source"] == "verify-images"
+    assert verification["images"]["count"] == 3 and verification["max_abs"] <= 1e-4
+
+
+@pytest.mark.parametrize("trt_file", TRT_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("kind", ["fp32", "fp16", "qdq"])
+def test_an_engine_without_manifest_reads_its_precision_from_its_layers(trt_file, kind, tmp_path, monkeypatch):
+    """The precision a tolerance is looked up by, never "unknown": from the engine inspector's layer types."""
+    from u2deploy.validate.tolerances import tolerance_for
+
+    machine = Machine(trt_file, LATEST_CUDA).install(monkeypatch)
+    precision = {"fp32": "fp32", "fp16": "fp16", "qdq": "int8"}[kind]
+    result = trt_builder.build_trt_engine(onnx=tiny_onnx(tmp_path / f"t_{kind}.onnx", kind), precision=precision,
+                                          batch=BatchRange(1, 2, 4), output=tmp_path / "t.engine")
+    manifest_path(result.engine).unlink()
+    with trt_runner.TensorRTRunner.open(str(result.engine)) as runner:
+        assert runner.info.precision == precision
+        tolerance_for(runner.info.precision)
+    assert {"ICudaEngine.create_engine_inspector", "EngineInspector.execution_context",
+            "EngineInspector.get_engine_information", "LayerInformationFormat.JSON"} <= machine.trt_api.used
+    assert_names_checked(machine)
+
+
+def test_an_engine_with_layer_names_only_and_no_manifest_is_refused(tmp_path, monkeypatch):
+    machine = Machine(TRT_FILES[-1], LATEST_CUDA).install(monkeypatch)
+    result = trt_builder.build_trt_engine(onnx=tiny_onnx(tmp_path / "t.onnx"), precision="fp32",
+                                          output=tmp_path / "t.engine")
+    plan = json.loads(result.engine.read_bytes()[len(b"FAKEPLAN"):])
+    plan["layers"] = ["conv0", "sigmoid0"]  # what trtexec writes by default (--profilingVerbosity=layer_names_only)
+    result.engine.write_bytes(b"FAKEPLAN" + json.dumps(plan).encode())
+    manifest_path(result.engine).unlink()
+    with pytest.raises(U2Error, match=r"no manifest beside it \(t\.engine\.json\) says its precision.*"
+                                      r"--profilingVerbosity=detailed") as exc:
+        trt_runner.TensorRTRunner.open(str(result.engine))
+    assert "\n" not in str(exc.value)
+    assert machine.cudart._device == {} and machine.cudart._host == {}  # what it had allocated is freed
+
+
+def test_the_device_is_made_current_in_every_thread_that_calls_the_runner(tmp_path, monkeypatch):
+    """--device cuda:1: a worker thread (as u2bench predict's) runs on device 1 too, not on its default 0."""
+    machine = Machine(TRT_FILES[-1], LATEST_CUDA, devices=2).install(monkeypatch)
+    result = trt_builder.build_trt_engine(onnx=tiny_onnx(tmp_path / "t.onnx"), precision="fp32",
+                                          batch=BatchRange(1, 1, 2), output=tmp_path / "t.engine", device=1)
+    x = np.random.default_rng(0).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    outcome: dict[str, object] = {}
+    with trt_runner.TensorRTRunner.open(str(result.engine), device="cuda:1") as runner:
+        def work():
+            try:
+                outcome["d0"] = runner.infer(x)["d0"]
+                step = runner.bind(x)
+                step.call()
+                runner.synchronize()
+            except BaseException as exc:  # noqa: B036 (reported below)
+                outcome["error"] = exc
+            outcome["thread"] = threading.get_ident()
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join()
+        assert "error" not in outcome, outcome.get("error")
+        np.testing.assert_allclose(outcome["d0"], expected_d0(x), atol=1e-6)
+    assert (outcome["thread"], 1) in machine.cudart._set_in
+    assert machine.cudart._device == {} and machine.cudart._host == {}
 
 
 @pytest.mark.parametrize("cuda_file", CUDA_FILES, ids=lambda p: p.stem)

@@ -29,8 +29,8 @@ def no_tensorrt(monkeypatch):
 def stages(monkeypatch):
     """Stand-ins for the ONNX, FP16 and Q/DQ stages that record whether anything called them."""
     calls: list[str] = []
-    for module, func in (("u2deploy.export.onnx", "export_onnx"), ("u2deploy.export.fp16", "convert_fp16"),
-                         ("u2deploy.calibration.quantize", "quantize")):
+    for module, func in (("u2deploy.export.onnx", "export_onnx"), ("u2deploy.export.fp16", "convert_fp16_model"),
+                         ("u2deploy.calibration.quantize", "quantize_model")):
         fake = types.ModuleType(module)
         setattr(fake, func, lambda *a, _f=func, **k: calls.append(_f))
         monkeypatch.setitem(sys.modules, module, fake)
@@ -51,7 +51,7 @@ def test_variant_fp16_stops_before_the_onnx_stage(no_tensorrt, stages, tmp_path,
     assert "\n" not in message
     assert "no `tensorrt` module" in message and "no `cuda-python` module" in message
     assert "no CUDA device" in message
-    assert "pip install tensorrt cuda-python" in message and "onnxruntime-gpu" in message
+    assert "pip install 'u2deploy[gpu]'" in message and "onnxruntime-gpu" in message
     assert stages == []
     assert list(tmp_path.iterdir()) == []
 
@@ -75,6 +75,15 @@ def test_flag_errors_come_first(no_tensorrt, stages):
         assert isinstance(result.exception, U2Error), args
         assert expected in str(result.exception)
     assert stages == []
+
+
+def test_a_missing_output_folder_is_one_line_and_never_created(no_tensorrt, stages, tmp_path):
+    result = _invoke(["trt", "--variant", "small", "--fp16", "-o", str(tmp_path / "missing" / "u2netp.engine")])
+    assert isinstance(result.exception, U2Error)
+    assert "missing does not exist" in str(result.exception) and "\n" not in str(result.exception)
+    assert stages == [] and list(tmp_path.iterdir()) == []
+    result = _invoke(["trt", "--variant", "small", "--fp16", "--verify-images", str(tmp_path / "none")])
+    assert "--verify-images" in str(result.exception) and stages == []
 
 
 def test_runner_without_tensorrt_is_one_line(no_tensorrt, tmp_path):

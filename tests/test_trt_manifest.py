@@ -14,7 +14,6 @@ from u2deploy.engines.trt_manifest import (
     check_compatible,
     manifest_path,
     read_manifest,
-    write_atomic,
     write_manifest,
 )
 from u2deploy.errors import U2Error
@@ -54,7 +53,8 @@ def test_manifest_records_what_the_brief_asks(tmp_path):
     assert m["source_onnx"]["sha256"] == hashlib.sha256(b"onnx bytes").hexdigest()
     assert m["source_onnx"]["metadata"] == METADATA
     assert m["engine_sha256"] == hashlib.sha256(b"engine bytes").hexdigest()
-    assert m["builder_flags"] == ["FP16"] and m["network_flags"] == []
+    assert m["builder_flags"] == [] and m["network_flags"] == ["STRONGLY_TYPED"]  # 10.x: strongly typed
+    assert m["strongly_typed"] is True and m["intermediates"] is None and m["verification"] is None
     assert m["version_compatible"] is False and m["hardware_compatibility"] == "NONE"
     assert m["build_seconds"] == 41.3 and m["rebuild"].startswith("u2export trt --onnx")
     assert read_manifest(engine) == m
@@ -71,16 +71,35 @@ def test_no_manifest_and_bad_manifest(tmp_path):
         read_manifest(engine)
 
 
-def test_atomic_write_leaves_no_temporary_files(tmp_path):
-    target = tmp_path / "sub" / "out.engine"
-    write_atomic(target, b"first")
-    write_atomic(target, memoryview(b"second"))
-    assert target.read_bytes() == b"second"
-    assert [p.name for p in target.parent.iterdir()] == ["out.engine"]
-    with pytest.raises(TypeError):
-        write_atomic(target, object())  # a failed write keeps the old file and removes the temporary one
-    assert target.read_bytes() == b"second"
-    assert [p.name for p in target.parent.iterdir()] == ["out.engine"]
+def test_the_manifest_is_written_like_every_other_file(tmp_path):
+    """Through u2deploy.files (one atomic writer): the user's file mode, no temporary file, one-line errors."""
+    import os
+    import stat
+
+    from u2deploy.engines import trt_manifest
+
+    assert not hasattr(trt_manifest, "write_atomic")  # no second atomic writer
+    engine, manifest = _manifest(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(manifest_path(engine).stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u2netp_fp16.engine", "u2netp_fp16.engine.json",
+                                                          "u2netp_fp16.onnx"]
+    with pytest.raises(U2Error, match=r"folder .*gone does not exist") as exc:
+        write_manifest(tmp_path / "gone" / "x.engine", manifest)
+    assert "\n" not in str(exc.value) and not (tmp_path / "gone").exists()
+
+
+def test_the_manifest_names_the_file_it_will_have(tmp_path):
+    """The builder hashes the engine in its temporary file; the manifest names the final one."""
+    engine, manifest = _manifest(tmp_path)
+    again = build_manifest(engine=engine, name="final.engine", tensorrt_version="10.9.0.34", gpu=RTX4090,
+                           precision="fp16", plan={}, input_name="input", output_names=["d0"],
+                           source_onnx=tmp_path / "u2netp_fp16.onnx", onnx_metadata=METADATA, build_seconds=1,
+                           rebuild="u2export trt", verification={"passed": True},
+                           intermediates={"folder": "x.build", "files": []})
+    assert again["engine"] == "final.engine" and again["engine_sha256"] == manifest["engine_sha256"]
+    assert again["verification"] == {"passed": True} and again["intermediates"]["folder"] == "x.build"
 
 
 def test_same_release_and_gpu_loads(tmp_path):

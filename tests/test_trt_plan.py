@@ -41,10 +41,38 @@ def test_versions_parse_into_families(text, family, release):
     assert version.strongly_typed_only == (family == "11")
 
 
-@pytest.mark.parametrize("text", ["8.5.3", "9.3.0", "7.2.1"])
+@pytest.mark.parametrize("text", ["8.5.3", "9.3.0", "7.2.1", "12.0.0", "13.1.0.5"])
 def test_unsupported_versions_say_so(text):
-    with pytest.raises(U2Error, match="8.6"):
+    with pytest.raises(U2Error, match="8.6") as exc:
         _ = TrtVersion.parse(text).family
+    assert "pip install 'u2deploy[gpu]'" in str(exc.value)
+
+
+def _gpu_extra_tensorrt() -> str:
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    found = [r for r in pyproject["project"]["optional-dependencies"]["gpu"] if r.startswith("tensorrt")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_the_gpu_extra_installs_exactly_the_releases_supported():
+    """pyproject.toml's gpu extra and trt_compat name the same TensorRT releases, in words and in effect."""
+    from packaging.requirements import Requirement
+
+    from u2deploy.engines.trt_compat import TENSORRT_REQUIREMENT
+
+    assert _gpu_extra_tensorrt() == TENSORRT_REQUIREMENT
+    specifier = Requirement(TENSORRT_REQUIREMENT).specifier
+    for text in ("7.2.3", "8.5.3.1", "8.6.0", "8.6.1", "8.6.1.post1", "9.0.1", "9.3.0", "10.0.1", "10.8.0.43",
+                 "10.16.1.11", "11.0.0.114", "11.4.0.106", "12.0.0", "13.0"):
+        try:
+            _ = TrtVersion.parse(text).family
+            accepted = True
+        except U2Error:
+            accepted = False
+        assert specifier.contains(text) == accepted, text
 
 
 def test_minimum_compute_capability_follows_the_release_notes():
@@ -64,8 +92,9 @@ def test_fast_fp16_table():
 
 @pytest.mark.parametrize(("version", "network", "fp16_flags", "int8_flags"), [
     (V86, ("EXPLICIT_BATCH",), ("FP16",), ("INT8", "FP16")),
-    (V100, (), ("FP16",), ("INT8", "FP16")),
-    (V1016, (), ("FP16",), ("INT8", "FP16")),
+    (V100, ("STRONGLY_TYPED",), (), ()),  # strongly typed from 10.0 on: precision flags are not allowed with it
+    (V108, ("STRONGLY_TYPED",), (), ()),
+    (V1016, ("STRONGLY_TYPED",), (), ()),
     (V110, ("STRONGLY_TYPED",), (), ()),
     (V114, ("STRONGLY_TYPED",), (), ()),
 ])
@@ -75,10 +104,21 @@ def test_network_and_builder_flags(version, network, fp16_flags, int8_flags):
     int8 = plan(version, "int8", calib_dir=Path("calib"), int8_mode="qdq")
     for p in (fp32, fp16, int8):
         assert p.network_flags == network
-        assert p.strongly_typed == (version.family == "11")
-    assert fp32.builder_flags == ()
+        assert p.strongly_typed == (version.family != "8.6")
+        assert p.profiling_verbosity == "DETAILED"  # the engine keeps its layers' types (read without a manifest)
+        assert not p.warnings
+    assert fp32.builder_flags == () and fp32.cleared_flags == ("TF32",)  # FP32, held to the FP32 bound
+    assert fp16.cleared_flags == () and int8.cleared_flags == ()
     assert fp16.builder_flags == fp16_flags
     assert int8.builder_flags == int8_flags
+
+
+@pytest.mark.parametrize("version", [V100, V108, V1016])
+def test_only_the_calibrator_builds_weakly_typed_on_10(version):
+    p = plan(version, "int8", calib_dir=Path("calib"), int8_mode="calibrator")
+    assert (p.strongly_typed, p.network_flags, p.builder_flags) == (False, (), ("INT8", "FP16"))
+    deprecated = [w for w in p.warnings if "deprecated since TensorRT 10.12" in w]
+    assert bool(deprecated) == (version.minor >= 12)
 
 
 @pytest.mark.parametrize("version", [V86, V100, V1016, V110, V114])
@@ -109,6 +149,7 @@ def test_int8_auto_mode_is_the_calibrator_on_86_only():
     assert p86.builder_flags == ("INT8", "FP16")
     p10 = plan(V1016, "int8", calib_dir=Path("calib"))
     assert (p10.int8_mode, p10.onnx_kind) == ("qdq", "qdq")
+    assert (p10.strongly_typed, p10.builder_flags) == (True, ())
     p10c = plan(V1016, "int8", calib_dir=Path("calib"), int8_mode="calibrator")
     assert (p10c.int8_mode, p10c.onnx_kind, p10c.builder_flags) == ("calibrator", "fp32", ("INT8", "FP16"))
 
@@ -170,7 +211,8 @@ def test_volta_left_in_10_5():
 
 def test_portability_flags():
     p = plan(V1016, "fp16", version_compatible=True, hardware_compatible=True)
-    assert p.builder_flags == ("FP16", "VERSION_COMPATIBLE")
+    assert p.builder_flags == ("VERSION_COMPATIBLE",)
+    assert plan(V86, "fp16", version_compatible=True).builder_flags == ("FP16", "VERSION_COMPATIBLE")
     assert p.hardware_compatibility == "AMPERE_PLUS"
     assert plan(V114, "fp16", version_compatible=True).builder_flags == ("VERSION_COMPATIBLE",)
     assert plan(V86, "fp32").hardware_compatibility == "NONE"
@@ -178,10 +220,9 @@ def test_portability_flags():
         plan(V1016, "fp16", gpu=T4, hardware_compatible=True)
 
 
-def test_newer_major_builds_as_11_with_a_warning():
-    p = plan(TrtVersion.parse("12.0.0"), "fp16")
-    assert p.family == "11" and p.network_flags == ("STRONGLY_TYPED",)
-    assert any("newer than the 11.x" in w for w in p.warnings)
+def test_a_release_newer_than_11_is_refused_not_guessed():
+    with pytest.raises(U2Error, match="TensorRT 12.0.0 is not supported"):
+        plan(TrtVersion.parse("12.0.0"), "fp16")
 
 
 # ----------------------------------------------------------------------------------------------- shapes

@@ -1,7 +1,8 @@
 """A small, bounded load test of `u2export triton`'s ensemble on a local Triton server (127.0.0.1 only).
 
-    python tools/triton_load.py --model d160.onnx                    # prints a Markdown table
-    python tools/triton_load.py --model d160.onnx --clients 1,4,8 --requests 160 --json load.json
+    u2export triton-env /tmp/triton-env        # once, where numpy is 2: the server's numpy<2 (pip downloads it)
+    python tools/triton_load.py --model d160.onnx --server-python /tmp/triton-env/bin/python3
+    python tools/triton_load.py --model d160.onnx --server-python … --clients 1,4,8 --requests 160 --json load.json
 
 For each mode (dynamic batching on, then off) a repository is written with ``u2export triton
 --preprocess-in-server --model-backend python`` (the server is the nvidia-pytriton wheel's
@@ -160,7 +161,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import os
 
     from u2deploy.export.triton import export_triton
-    from u2deploy.export.triton.server import LocalTriton, python_backend_env
+    from u2deploy.export.triton.server import LocalTriton
 
     images = _images(args.images)
     results: list[dict[str, Any]] = []
@@ -169,7 +170,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     print(f"in-process, one at a time: {baseline}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="triton_load.") as tmp_name:
         tmp = Path(tmp_name)
-        python = python_backend_env(tmp / "server-env")
+        python = args.server_python
         for batching in (True, False):
             repo = tmp / ("batched" if batching else "unbatched")
             export_triton([args.model], repo, name="u2netp", preprocess_in_server=True, model_backend="python",
@@ -233,9 +234,15 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=1, help="Instances of each model")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--queue-delay-us", type=int, default=2000)
+    parser.add_argument("--server-python", type=Path, default=Path(sys.executable),
+                        help="The Python of the server's python backend: with numpy 2 here, first run "
+                             "`u2export triton-env DIR` (it downloads numpy<2) and pass DIR/bin/python3")
     parser.add_argument("--json", type=Path, help="Also write the figures here")
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
+    if int(np.__version__.split(".")[0]) >= 2 and args.server_python.resolve() == Path(sys.executable).resolve():
+        parser.error("this Python has numpy 2, which garbles the python backend's tensors: run `u2export "
+                     "triton-env DIR` first and pass --server-python DIR/bin/python3")
     if max(args.clients) > 64 or args.requests > 10_000 or args.time_s > 600:
         parser.error("bounded: at most 64 clients, 10000 requests and 600 s per measurement")
     report = measure(args)

@@ -46,10 +46,10 @@ OUT_DIR = ROOT / "tests" / "data" / "trt_api"
 # so that a reviewer can see what else a version offers). Module-level names are always kept.
 CLASSES = (
     "Builder", "BuilderFlag", "CalibrationAlgoType", "DataType", "DeviceType", "Dims",
-    "EngineCapability", "ExecutionContextAllocationStrategy", "HardwareCompatibilityLevel",
+    "EngineCapability", "EngineInspector", "ExecutionContextAllocationStrategy", "HardwareCompatibilityLevel",
     "IBuilderConfig", "ICudaEngine", "IExecutionContext", "IHostMemory", "IInt8Calibrator",
     "IInt8EntropyCalibrator2", "ILogger", "INetworkDefinition", "IOptimizationProfile", "ITensor",
-    "ITimingCache", "Logger", "MemoryPoolType", "NetworkDefinitionCreationFlag", "OnnxParser",
+    "ITimingCache", "LayerInformationFormat", "Logger", "MemoryPoolType", "NetworkDefinitionCreationFlag", "OnnxParser",
     "OnnxParserFlag", "ParserError", "PreviewFeature", "ProfilingVerbosity", "QuantizationFlag",
     "Runtime", "TacticSource", "TensorFormat", "TensorIOMode", "TensorLocation",
 )

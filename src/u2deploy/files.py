@@ -6,8 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,30 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")  # atomic_path's: mkstemp(prefix=".NAME.", suffix=".tmp")
+
+
+def remove_temporaries(finals: Iterable[str | Path]) -> int:
+    """Remove what :func:`atomic_path` left beside ``finals`` when its process was killed mid-write
+    (SIGKILL, a lost machine): ``.NAME.XXXXXXXX.tmp`` for exactly those names. Returns how many."""
+    by_folder: dict[Path, set[str]] = {}
+    for final in map(Path, finals):
+        by_folder.setdefault(final.parent, set()).add(final.name)
+    removed = 0
+    for folder, names in by_folder.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            match = _TEMPORARY.fullmatch(entry)
+            if match and match.group(1) in names:
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / entry).unlink()
+                    removed += 1
+    return removed
 
 
 def write_json(path: str | Path, data: Any) -> Path:

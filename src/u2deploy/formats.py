@@ -62,6 +62,8 @@ BACKENDS: tuple[Backend, ...] = (
     Backend("tensorrt", "TensorRT", "TensorRTRunner", "tensorrt", "pip install 'u2deploy[gpu]' (with a CUDA GPU)",
             ("cuda",)),
     Backend("openvino", "OpenVINO", "OpenVinoRunner", "openvino", "pip install 'u2deploy[openvino]'", ("cpu",)),
+    Backend("browser", "Chromium (onnxruntime-web)", "BrowserRunner", "playwright",
+            "pip install 'u2deploy[web]' and apt-get install chromium", ("wasm", "webgpu")),
 )
 
 FORMATS: tuple[Format, ...] = (
@@ -74,11 +76,14 @@ FORMATS: tuple[Format, ...] = (
            ("--onnx", "--variant", "--weights", "--fp16", "--int8", "--fp32", "--calib", "--int8-mode",
             "--calib-images", "--calib-batch", "--calib-seed", "--calib-cache", "--batch", "--min-batch",
             "--opt-batch", "--max-batch", "--size", "--workspace", "--timing-cache", "--version-compatible",
-            "--hardware-compatible", "--device", "--verbose", "--output"),
+            "--hardware-compatible", "--device", "--verbose", "--verify-images", "--no-verify", "--output"),
            {"fp32": "u2export trt --fp32", "fp16": "u2export trt --fp16", "int8": "u2export trt --int8"}),
     Format("openvino", "OpenVINO", ".xml", ("openvino",), ("fp32", "fp16", "int8"), "openvino",
-           ("--int8", "--fp16", "--calib", "--num", "--seed", "--output"),
+           ("--int8", "--fp16", "--calib", "--num", "--seed", "--verify-images", "--no-verify", "--output"),
            {"fp16": "u2export openvino --fp16", "int8": "u2export openvino --int8"}),
+    # A site folder (u2export web): the artifact's own precision, in onnxruntime-web; its runner is the browser.
+    Format("web", "Web (browser)", "/", ("browser",), ("fp32", "fp16", "int8"), "web",
+           ("--output", "--ort-web", "--webgpu", "--overwrite", "--serve", "--port")),
 )
 
 BACKEND_NAMES: tuple[str, ...] = tuple(b.name for b in BACKENDS)
@@ -102,6 +107,8 @@ def for_artifact(artifact: str) -> Format:
     """The format of ``torch:full`` / ``torch:small`` or of a file, from its suffix."""
     if artifact.startswith("torch:"):
         return by_key("torch")
+    if artifact.endswith("/") or Path(artifact).is_dir():  # only a site (u2export web) is a folder
+        return by_key("web")
     suffix = Path(artifact).suffix.lower()
     for fmt in FORMATS:
         if fmt.suffix and suffix == fmt.suffix:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +56,10 @@ class PredictReport:
     skipped: list[Path] = field(default_factory=list)  # inputs whose outputs were already there
     cutouts: list[Path] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the pipeline (model loaded), for images/s
+
+    def record(self, target: Path, cutout_targets: Container[Path]) -> None:
+        """One output written: a cut-out when the plan says so, else a mask."""
+        (self.cutouts if target in cutout_targets else self.written).append(target)
 
     @property
     def images_per_s(self) -> float | None:
@@ -368,6 +372,42 @@ def _save_cutout(image: np.ndarray, mask: np.ndarray, path: Path, background: tu
         _save(pixels, path, "WEBP", quality=WEBP_QUALITY)
 
 
+@dataclass(frozen=True)
+class Processing:
+    """How one image becomes the network input, and its map the files: one record (small, picklable)
+    that local predict and predict on a Ray cluster (:mod:`u2deploy.distributed`) both run, so that
+    they write the same bytes."""
+
+    size: tuple[int, int]  # the network input, H×W
+    mode: str  # fast or reference (u2deploy.data.preprocess.MODES)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    threshold: float | None = None
+    background: tuple[int, int, int] | None = None
+
+    def load(self, path: Path, keep_image: bool) -> tuple[np.ndarray, object]:
+        """(network input C×H×W, what :meth:`write` needs of the image: the image itself for a
+        cut-out, else its H×W); a U2Error naming the file if it cannot be read."""
+        image = read_image(path)
+        x = preprocess.preprocess_one(image, self.size, self.mode, self.mean, self.std)
+        return x, (image if keep_image else image.shape[:2])
+
+    def write(self, targets: Sequence[Path], cutout_targets: Container[Path], kept: object,
+              pred: np.ndarray) -> Iterator[Path]:
+        """Write ``targets`` (each atomically) from the map ``pred``, yielding each once it is on disk."""
+        image = kept if isinstance(kept, np.ndarray) else None
+        hw = image.shape[:2] if image is not None else kept
+        mask = postprocess.postprocess_one(pred, hw, self.mode)  # type: ignore[arg-type]
+        if self.threshold is not None:
+            mask = postprocess.binary(mask, self.threshold)
+        for target in targets:
+            if target in cutout_targets:
+                _save_cutout(image, mask, target, self.background)  # type: ignore[arg-type]
+            else:
+                _save_png(mask, target, **MASK_PNG)
+            yield target
+
+
 def predict(runner: Runner, paths: Sequence[Path], out_dir: Path, *, mode: str = "fast",
             size: tuple[int, int] | None = None, batch: int | None = None, cutout: bool = False,
             overwrite: bool = False, skip_existing: bool = False, plan: OutputPlan | None = None,
@@ -393,6 +433,7 @@ def predict(runner: Runner, paths: Sequence[Path], out_dir: Path, *, mode: str =
                             skip_existing=skip_existing, cutout_suffix=cutout_suffix(None, background))
     in_size, fixed_batch = input_geometry(runner, size)
     mean, std = normalisation(runner)
+    processing = Processing(in_size, mode, mean, std, threshold, background)
     if not runner.info.backend.startswith("onnxruntime") or runner.info.device != "cpu":
         streams = 1  # only ONNX Runtime CPU sessions are known to take concurrent calls
     report = PredictReport(skipped=list(plan.skipped))
@@ -403,26 +444,14 @@ def predict(runner: Runner, paths: Sequence[Path], out_dir: Path, *, mode: str =
     keep_image = plan.cutout
 
     def load(job: tuple[Path, list[Path]]) -> tuple[np.ndarray, object]:
-        image = read_image(job[0])
-        x = preprocess.preprocess_one(image, in_size, mode, mean, std)
-        return x, (image if keep_image else image.shape[:2])
+        return processing.load(job[0], keep_image)
 
     def infer(x: np.ndarray) -> np.ndarray:
         return run_batched(runner, x, fixed_batch, step)  # looked up at call time (tests replace it)
 
     def write(job: tuple[Path, list[Path]], kept: object, pred: np.ndarray) -> None:
-        image = kept if isinstance(kept, np.ndarray) else None
-        hw = image.shape[:2] if image is not None else kept
-        mask = postprocess.postprocess_one(pred, hw, mode)  # type: ignore[arg-type]
-        if threshold is not None:
-            mask = postprocess.binary(mask, threshold)
-        for target in job[1]:
-            if target in plan.cutout_targets:
-                _save_cutout(image, mask, target, background)  # type: ignore[arg-type]
-                report.cutouts.append(target)
-            else:
-                _save_png(mask, target, **MASK_PNG)
-                report.written.append(target)
+        for target in processing.write(job[1], plan.cutout_targets, kept, pred):
+            report.record(target, plan.cutout_targets)
         bar.update(1)
 
     def failed(job: tuple[Path, list[Path]], exc: U2Error) -> None:

@@ -31,6 +31,10 @@ small maps (none faster at 2 threads).
 symmetric int8 activations and weights, per-channel weights on axis 0, float biases, a dedicated
 Q/DQ pair per consumer. Q/DQ go in front of the weighted layers (Conv) and on the residual Adds, as
 NVIDIA recommends; TensorRT propagates them through MaxPool, Resize and Concat itself.
+
+Either graph is verified against the FP32 ONNX before it is written (:mod:`u2deploy.validate.verify`), on
+images calibration did not draw, at the INT8 map bound: a graph that breaks it (damaged ranges, a bad
+``--exclude``) leaves no file.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from ..engines.onnxruntime import cpu_session, run_first_output
 from ..errors import Interrupted, U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
 from ..files import sha256_of as file_sha256
-from ..validate import Comparison, compare_maps
+from ..validate.verify import DEFAULT_N, Verification, VerificationImages, choose_verification_images, verify
 from . import qdq_rewrites, qdq_rules, rewrites, saturation
 from .cache import CacheKey, load_partial, load_ranges, partial_path, save_partial, save_ranges
 from .calibrate import (
@@ -118,7 +122,7 @@ class QuantizeResult:
     calibration: CalibrationStats | None  # None when the ranges came from the cache
     cache: Path
     excluded: list[str]
-    vs_fp32: Comparison
+    verification: Verification
     violations: list[qdq_rules.Violation]
     manifest: dict[str, str]
     rewritten_nodes: list[str] = field(default_factory=list)
@@ -138,8 +142,15 @@ class QuantizeResult:
         ratio = self.size_bytes / self.source_size_bytes
         return (f"quantized {self.path} ({human_size(self.size_bytes)}, {ratio:.2f}× the FP32 file) in "
                 f"{self.seconds:.0f} s · int8 {self.target}, {self.method}, {calib} · {check}"
-                f"vs FP32 ONNX max|Δ| {self.vs_fp32.max_abs:.2g}, mean|Δ| {self.vs_fp32.mean_abs:.2g} · "
+                f"{self._verified()} · "
                 f"next: u2bench latency --model {self.source} --model {self.path} --paired")
+
+    def _verified(self) -> str:
+        v = self.verification
+        if v.skipped:
+            return f"not verified ({v.skipped})"
+        on = v.images.description if v.images else "?"
+        return f"vs FP32 ONNX on {on}: {v.measured()} (mean|Δ| ≤ {v.bound.mean_abs:g})"
 
 
 def load_source(path: str | Path, verb: str = "quantize") -> onnx.ModelProto:
@@ -223,9 +234,11 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
                    target: str | None = None, num: int | None = DEFAULT_NUM, method: str = "minmax",
                    seed: int = 0, exclude: list[str] | tuple[str, ...] = (), keep_head_float: bool = True,
                    cache: str | Path | None = None, recalibrate: bool = False,
-                   progress: bool = True, n_verify: int = 4, recipe: Recipe | None = None,
-                   vnni_only: bool = False) -> QuantizeResult:
-    """The whole INT8 stage; raises :class:`U2Error` and leaves no output file when a step fails.
+                   progress: bool = True, n_verify: int = DEFAULT_N, recipe: Recipe | None = None,
+                   vnni_only: bool = False, verify_images: str | Path | None = None,
+                   no_verify: bool = False) -> QuantizeResult:
+    """The whole INT8 stage; raises :class:`U2Error` and leaves no output file when a step fails, or when
+    the quantized graph breaks the INT8 map bound against the FP32 ONNX (unless ``no_verify``).
 
     ``vnni_only`` keeps full-range 8-bit weights for ``cpu``: exact where int8 dot products
     accumulate in 32 bits (VNNI, AMX, ARM), saturating on other x86 CPUs (see :mod:`.saturation`).
@@ -251,6 +264,8 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
             raise U2Error("--vnni-only applies to --target cpu (TensorRT's int8 kernels do not saturate)")
         recipe = replace(recipe, weight_range="int8")
     calib = calibration_set(calib_dir if calib_dir is not None else DEFAULT_CALIB_DIR, spec, num, seed)
+    images = None if no_verify else choose_verification_images(
+        Path(verify_images) if verify_images is not None else None, calib.folder, calib.files, n_verify)
     key = CacheKey(model_sha256=file_sha256(source), preprocessing=spec.as_dict(), images=calib.digest,
                    n_images=len(calib.files), method=method,
                    options={**options, "calibration_graph": rewrites.VERSION})
@@ -313,15 +328,16 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
             if violations:
                 raise U2Error(qdq_rules.report(violations, str(output), quantized).replace("\n", ";"))
             onnx.save(quantized, str(out_tmp))
-            vs_fp32 = _verify(source, out_tmp, calib, n_verify, emulate_tensorrt=target == "tensorrt")
+            verification = _verify(source, out_tmp, output.name, images, calib.spec, target,
+                                   vnni_only and hardware.int8_saturates() is True)
+            verification.raise_if_failed(output)
     size_bytes = output.stat().st_size
     write_json(Path(f"{output}.json"), {
         **manifest, "file": output.name, "size_bytes": size_bytes, "source": str(source),
         "recipe": recipe.describe(), "excluded_nodes": excluded, "rewritten_nodes": changed,
         "calibration_cache": str(cache),
         "calibration_peak_rss_bytes": stats.peak_rss_bytes if stats else None,
-        "verification_vs_fp32_onnx": {"max_abs": vs_fp32.max_abs, "mean_abs": vs_fp32.mean_abs,
-                                      "nonfinite": vs_fp32.nonfinite, "images": vs_fp32.n_maps},
+        "verification": verification.to_manifest(),
         "tensorrt_qdq_rules": "pass" if target == "tensorrt" else "not checked (cpu target)",
         "cpu_saturation_check": ({"int8_nodes": len(bounds), "worst_pair_sum": max((b.worst for b in bounds),
                                                                                      default=0),
@@ -332,7 +348,7 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
     })
     return QuantizeResult(path=output, target=target, method=method, seconds=time.perf_counter() - started,
                           size_bytes=size_bytes, source_size_bytes=source.stat().st_size, calibration=stats,
-                          cache=cache, excluded=excluded, vs_fp32=vs_fp32, violations=violations,
+                          cache=cache, excluded=excluded, verification=verification, violations=violations,
                           manifest=manifest, rewritten_nodes=changed, saturation_bounds=bounds, source=source)
 
 
@@ -472,28 +488,23 @@ def _metadata(model: onnx.ModelProto, recipe: Recipe, method: str, calib: dict[s
             "quantizer": "onnxruntime.quantization.quantize_static", "u2deploy_version": __version__}
 
 
-def _verify(source: Path, quantized: Path, calib, n: int, emulate_tensorrt: bool) -> Comparison:
-    """The quantized model against the FP32 ONNX on a few calibration images: it loads, runs, stays finite.
+def _verify(source: Path, quantized: Path, name: str, images: VerificationImages | None, spec, target: str,
+            vnni_here_saturates: bool) -> Verification:
+    """The quantized model against the FP32 ONNX at the INT8 map bound, on images calibration did not draw.
 
-    A TensorRT graph runs with its Q/DQ in float (as TensorRT computes it), not on this CPU's kernels.
+    A graph runs as its target computes it: a TensorRT one with its Q/DQ in float (as TensorRT does), a
+    ``--vnni-only`` one built on a CPU that saturates also in float (exact int32 sums, as a CPU with an
+    int8 dot product computes it, which this one cannot show); any other on this CPU's integer kernels.
     """
-    from ..data import preprocess
-    from ..data.images import read_image
-
-    images = []
-    for path in calib.files[:: max(1, len(calib.files) // n)]:
-        try:
-            images.append(read_image(path))
-        except U2Error:
-            continue
-        if len(images) == n:
-            break
-    x = preprocess.fast(images, calib.spec.size, calib.spec.mean, calib.spec.std)
-    comparison = compare_maps(_run(quantized, x, emulate_tensorrt), _run(source, x))
-    if comparison.nonfinite:
-        raise U2Error(f"{quantized.name}: the quantized model outputs {comparison.nonfinite} NaN/Inf values; "
-                      "nothing written")
-    return comparison
+    emulate = target == "tensorrt" or vnni_here_saturates
+    how = ("onnxruntime, Q/DQ in float as TensorRT computes" if target == "tensorrt" else
+           "onnxruntime, Q/DQ in float as a CPU with an int8 dot product computes" if emulate else "onnxruntime cpu")
+    reference = f"{source.name} (fp32, onnxruntime cpu)"
+    if images is None:
+        return Verification.skip(f"{name} ({how})", reference, "int8")
+    x = images.inputs(spec.size, spec.mean, spec.std)
+    return verify(lambda b: _run(quantized, b, emulate), lambda b: _run(source, b), x, "int8",
+                  images=images, candidate_name=f"{name} ({how})", reference_name=reference)
 
 
 def quantize(onnx_path: Path, calib_dir: Path, output: Path, target: str = "tensorrt", **options) -> Path:

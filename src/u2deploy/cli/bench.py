@@ -205,6 +205,14 @@ def predict_command(
         "--overwrite", help="Replace masks/cut-outs already in OUT (input images are never replaced).")] = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Keep outputs already in OUT and skip their images (resume a run).")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray", help="Run on a Ray cluster: its ADDRESS, auto (RAY_ADDRESS or this node's), or local (start Ray "
+                      "here, on 127.0.0.1). Paths must be on a filesystem every node sees (docs/ray.md).")] = None,
+    ray_actors: Annotated[int | None, typer.Option(
+        "--ray-actors", min=1, help="With --ray: at most N inference actors (default: the cluster's CPUs, "
+                                    "or GPUs with --device cuda, over --ray-cpus-per-actor).")] = None,
+    ray_cpus: Annotated[int | None, typer.Option(
+        "--ray-cpus-per-actor", min=1, help="With --ray: CPUs (inference threads) per actor (default: 1).")] = None,
 ) -> None:
     """Saliency masks (8-bit PNG, original size) and cut-outs for a folder of images, from any artifact."""
     import sys
@@ -214,15 +222,21 @@ def predict_command(
     from ..bench import predict as p
     from ..data.images import image_tree
     from ..engines import open_runner
+    from ..errors import U2Error
 
     def say(msg: str) -> None:  # through tqdm, so that a line never garbles the progress bar
         tqdm.write(f"u2bench: {msg}", file=sys.stderr)
 
+    if ray_address is None and (ray_actors is not None or ray_cpus is not None):
+        raise U2Error("--ray-actors and --ray-cpus-per-actor go with --ray ADDRESS|auto|local")
+    if ray_address is not None and threads is not None:
+        raise U2Error("--threads: with --ray, each actor runs --ray-cpus-per-actor threads")
     hw = parse_size(size)
     p.check_threshold(threshold)
     color = p.parse_color(background)
     suffix = p.cutout_suffix(cutout_format, color)
-    n_streams, per_stream = p.inference_split(model, device, threads=threads, streams=streams, backend=backend)
+    if ray_address is None:
+        n_streams, per_stream = p.inference_split(model, device, threads=threads, streams=streams, backend=backend)
     scan_skipped: list[tuple[Path, str]] = []
     try:
         found = image_tree([str(i) for i in images], recursive=recursive, skipped=scan_skipped, exclude=[output])
@@ -234,9 +248,17 @@ def predict_command(
                           overwrite=overwrite, skip_existing=skip_existing, subdirs=[sub for _, sub in found],
                           cutout_suffix=suffix)
     try:
-        with open_runner(model, backend, weights=weights, device=device, threads=per_stream) as runner:
-            report = p.predict(runner, paths, output, mode=preprocess_mode, size=hw, batch=batch, plan=plan,
-                               on_error=say, threshold=threshold, background=color, streams=n_streams)
+        if ray_address is not None:
+            from ..distributed.predict import RayOptions, predict_on_ray
+
+            report = predict_on_ray(plan, RayOptions(ray_address, ray_actors, ray_cpus or 1), model=model,
+                                    backend=backend, device=device, weights=weights, mode=preprocess_mode, size=hw,
+                                    batch=batch, streams=streams, threshold=threshold, background=color,
+                                    on_error=say, on_start=say)
+        else:
+            with open_runner(model, backend, weights=weights, device=device, threads=per_stream) as runner:
+                report = p.predict(runner, paths, output, mode=preprocess_mode, size=hw, batch=batch, plan=plan,
+                                   on_error=say, threshold=threshold, background=color, streams=n_streams)
     except KeyboardInterrupt as exc:
         written = len(exc.report.written) if isinstance(exc, p.PredictInterrupted) else 0
         say(f"interrupted: {written} masks written to {output} and kept"

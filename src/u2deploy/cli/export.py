@@ -27,9 +27,10 @@ def trt_command(
         "--int8-mode", help="auto (8.6: calibrator, else qdq), qdq (Q/DQ ONNX) or calibrator (8.6/10.x).")
     ] = "auto",
     calib_images: Annotated[int | None, typer.Option(
-        "--calib-images", min=1, help="Calibrator: draw this many images (seeded).")] = None,
+        "--calib-images", min=1, help="INT8: images drawn from --calib, seeded (default: all for the calibrator, "
+                                      "300 for the Q/DQ ONNX).")] = None,
     calib_batch: Annotated[int, typer.Option("--calib-batch", min=1, help="Calibrator: batch size.")] = 8,
-    calib_seed: Annotated[int, typer.Option("--calib-seed", help="Calibrator: sampling seed.")] = 0,
+    calib_seed: Annotated[int, typer.Option("--calib-seed", help="INT8: sampling seed.")] = 0,
     calib_cache: Annotated[Path | None, typer.Option(
         "--calib-cache", help="Calibrator: scales cache (default OUT.calib.cache; reused if present).")
     ] = None,
@@ -47,10 +48,17 @@ def trt_command(
         "--hardware-compatible", help="Engine loads on any Ampere or newer GPU (AMPERE_PLUS).")] = False,
     device: Annotated[int, typer.Option("--device", min=0, help="CUDA device index.")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", help="TensorRT's INFO messages too.")] = False,
+    verify_images: Annotated[Path | None, typer.Option(
+        "--verify-images", help="Images to verify the engine on (default: held-out ECSSD if present, else "
+                                "--calib images calibration did not draw, else generated).")] = None,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Write the engine without running it against its ONNX (the manifest says so).")
+    ] = False,
     output: Annotated[Path | None, typer.Option(
-        "-o", "--output", help="Engine file (default <u2netp|u2net|onnx stem>_<precision>.engine).")] = None,
+        "-o", "--output", help="Engine file (default <u2netp|u2net|onnx stem>_<precision>.engine; intermediate "
+                               "ONNX files go to <engine stem>.build/ beside it).")] = None,
 ) -> None:
-    """Build a TensorRT engine (8.6, 10.x or 11.x) with a JSON manifest beside it."""
+    """Build a TensorRT engine (8.6, 10.x or 11.x), verified against its ONNX, with a JSON manifest beside it."""
     from ..export.trt import build_trt_engine, precision_from_flags
     from ..export.trt_plan import BatchRange
     from ..sizes import parse_size
@@ -61,7 +69,7 @@ def trt_command(
         workspace_gib=workspace, timing_cache=timing_cache, output=output, calib_dir=calib,
         calib_images=calib_images, calib_batch=calib_batch, calib_seed=calib_seed, calib_cache=calib_cache,
         int8_mode=int8_mode, version_compatible=version_compatible, hardware_compatible=hardware_compatible,
-        device=device, verbose=verbose)
+        device=device, verbose=verbose, verify_images=verify_images, no_verify=no_verify)
     typer.echo(result.status_line())
 
 
@@ -73,6 +81,11 @@ def _size_option(size: str | None, height: int | None, width: int | None) -> tup
             raise typer.BadParameter("give --size, or --height and --width together")
         return parse_size(f"{height}x{width}", "--height/--width")
     return parse_size(size)
+
+
+_VERIFY_IMAGES_HELP = ("Verify on these images (default: held-out ECSSD if present, else --calib images "
+                      "calibration did not draw, else generated ones).")
+_NO_VERIFY_HELP = "Write without verifying against the source ONNX (the manifest says so)."
 
 
 @app.command("onnx")
@@ -96,7 +109,7 @@ def onnx_command(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Default: u2netp.onnx / u2net.onnx.")
                       ] = None,
 ) -> None:
-    """Export to ONNX, check, simplify and verify against PyTorch (fails if max|Δ| > 1e-4)."""
+    """Export to ONNX, check, simplify, verify against PyTorch (nothing written if max|Δ| > 1e-4, mean|Δ| > 0.001)."""
     from ..export.onnx import export_onnx
 
     r = export_onnx(variant, weights, output, size=_size_option(size, height, width), batch=batch,
@@ -125,14 +138,18 @@ def quantize_command(
     vnni_only: Annotated[bool, typer.Option(
         "--vnni-only", help="cpu: full 8-bit weights, exact only on CPUs with VNNI, AMX or ARM dot product "
                             "(the default 7-bit weights cannot saturate on any x86 CPU).")] = False,
+    verify_images: Annotated[Path | None, typer.Option("--verify-images", help=_VERIFY_IMAGES_HELP)] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help=_NO_VERIFY_HELP)] = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Default MODEL_int8[_trt].onnx.")
                       ] = None,
 ) -> None:
-    """INT8 Q/DQ ONNX, calibrated; checked against TensorRT's Q/DQ rules or x86 saturation (cpu)."""
+    """INT8 Q/DQ ONNX, calibrated; checked against TensorRT's Q/DQ rules or x86 saturation (cpu), and
+    verified against the FP32 ONNX (writes nothing if map mean|Δ| > 0.01)."""
     from ..calibration.quantize import quantize_model
 
     r = quantize_model(model, calib, output, target=target, num=num, method=method, seed=seed,
-                       exclude=exclude or [], cache=cache, recalibrate=recalibrate, vnni_only=vnni_only)
+                       exclude=exclude or [], cache=cache, recalibrate=recalibrate, vnni_only=vnni_only,
+                       verify_images=verify_images, no_verify=no_verify)
     if sensitivity:
         from ..calibration import DEFAULT_CALIB_DIR
         from ..calibration.sensitivity import report, sensitivity
@@ -166,14 +183,17 @@ def openvino_command(
         "--calib", help="Calibration images for --int8 (default: DUTS-TR/DUTS-TR-Image).")] = None,
     num: Annotated[int, typer.Option("--num", min=1, help="Images drawn from --calib (all if fewer).")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    verify_images: Annotated[Path | None, typer.Option("--verify-images", help=_VERIFY_IMAGES_HELP)] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help=_NO_VERIFY_HELP)] = False,
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="IR file NAME.xml (weights in NAME.bin; default MODEL[_int8|_fp16]_openvino.xml).")
     ] = None,
 ) -> None:
-    """OpenVINO IR (xml + bin), FP32, FP16 or INT8 (NNCF), verified against the FP32 ONNX."""
+    """OpenVINO IR (xml + bin), FP32, FP16 or INT8 (NNCF), verified against its source ONNX at its precision's bound."""
     from ..export.openvino import export_openvino
 
-    typer.echo(export_openvino(model, output, int8=int8, fp16=fp16, calib_dir=calib, num=num, seed=seed).status_line())
+    typer.echo(export_openvino(model, output, int8=int8, fp16=fp16, calib_dir=calib, num=num, seed=seed,
+                               verify_images=verify_images, no_verify=no_verify).status_line())
 
 
 @app.command("formats")
@@ -188,14 +208,19 @@ def formats_command() -> None:
 def fp16_command(
     model: Annotated[Path, typer.Argument(help="FP32 ONNX model (from u2export onnx).")],
     calib: Annotated[Path | None, typer.Option(
-        "--calib", help="Images to measure activation ranges on (default: the verification images).")] = None,
+        "--calib", help="Images to measure activation ranges on (default: 8 held-out ECSSD or generated ones; "
+                        "verification uses others).")] = None,
     keep: Annotated[list[str] | None, typer.Option("--keep", help="Keep this node in FP32 (repeat).")] = None,
+    verify_images: Annotated[Path | None, typer.Option("--verify-images", help=_VERIFY_IMAGES_HELP)] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help=_NO_VERIFY_HELP)] = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Default MODEL_fp16.onnx.")] = None,
 ) -> None:
-    """FP16 ONNX (FP32 inputs and outputs), checked against FP32 by FP16 emulation and ONNX Runtime."""
+    """FP16 ONNX (FP32 inputs and outputs), verified against FP32 by FP16 emulation and ONNX Runtime
+    (writes nothing if map mean|Δ| > 0.002)."""
     from ..export.fp16 import convert_fp16_model
 
-    typer.echo(convert_fp16_model(model, output, calib_dir=calib, keep=keep or []).status_line())
+    typer.echo(convert_fp16_model(model, output, calib_dir=calib, keep=keep or [], verify_images=verify_images,
+                                  no_verify=no_verify).status_line())
 
 
 @app.command("triton")
@@ -238,6 +263,47 @@ def triton_command(
                          model_backend=model_backend, dynamic_batching=not no_dynamic_batching,
                          queue_delay_us=queue_delay_us, threads=threads, accelerator=accelerator)
     typer.echo(repo.status_line())
+
+
+@app.command("web")
+def web_command(
+    model: Annotated[Path, typer.Argument(
+        help="ONNX artifact (from u2export onnx, fp16, or quantize --target cpu).")],
+    output: Annotated[Path, typer.Option(
+        "-o", "--output", help="Site folder to write (an existing site is replaced only with --overwrite).")],
+    ort_web: Annotated[Path | None, typer.Option(
+        "--ort-web", help="onnxruntime-web's dist folder, npm-installed at the release pinned in "
+                          "u2deploy/export/web/package.json (default: ./node_modules/onnxruntime-web/dist, "
+                          "then ./.web/node_modules/onnxruntime-web/dist). The site ships this copy.")] = None,
+    webgpu: Annotated[bool, typer.Option(
+        "--webgpu", help="Also the WebGPU backend: its runtime, and the model with floor max-pools where "
+                         "that is exact (refused where it is not).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a site already at -o.")] = False,
+    serve: Annotated[bool, typer.Option(
+        "--serve", help="Then serve it on 127.0.0.1 with the COOP/COEP headers, until Ctrl-C.")] = False,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port for --serve.")] = 8000,
+) -> None:
+    """A static site that removes backgrounds in the browser (onnxruntime-web), the masks equal u2bench predict's."""
+    from ..export.web import export_web
+
+    site = export_web(model, output, ort_web=ort_web, overwrite=overwrite, webgpu=webgpu)
+    typer.echo(site.status_line())
+    if serve:
+        from ..export.web.serve import serve_forever
+
+        serve_forever(site.path, port=port)
+
+
+@app.command("triton-env")
+def triton_env_command(
+    folder: Annotated[Path, typer.Argument(help="A new or empty folder (or one this command made before).")],
+) -> None:
+    """Make the Python environment Triton 2.51's python backend needs (numpy<2; pip downloads it, the one
+    download of this package): the folder's bin/python3, for the server's PATH."""
+    from ..export.triton.server import make_python_backend_env
+
+    python = make_python_backend_env(folder)
+    typer.echo(f"the server's python: {python}")
 
 
 main = run(app, "u2export")

@@ -41,7 +41,7 @@ def read_image(path: str | Path) -> np.ndarray:
                     raise U2Error(f"{path}: {width}×{height} pixels is over the {MAX_PIXELS:,} limit "
                                   "(a decompression bomb?)")
                 im = ImageOps.exif_transpose(im)
-                return _to_array(im)
+                return pil_to_array(im)
     except U2Error:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -55,7 +55,8 @@ def _reason(exc: BaseException) -> str:
     return text[0][:120] if text else type(exc).__name__
 
 
-def _to_array(im: Image.Image) -> np.ndarray:
+def pil_to_array(im: Image.Image) -> np.ndarray:
+    """A decoded image as :func:`read_image` returns it (H×W×1 or H×W×3; uint8, or uint16 for 16-bit)."""
     if im.mode in _SIXTEEN_BIT_MODES:
         arr = np.asarray(im)
         if arr.dtype != np.uint16:  # mode "I" holds int32; 16-bit PNGs decode to it in some Pillows

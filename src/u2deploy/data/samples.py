@@ -7,6 +7,7 @@ a user's machine has none, so every caller must work with the generated fallback
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +48,29 @@ def generated_images(n: int, seed: int = 0, size: tuple[int, int] = (300, 400)) 
     return images
 
 
-def verification_images(n: int = 8, folder: str | Path | None = None) -> tuple[list[np.ndarray], str]:
-    """``n`` images and a description of where they came from."""
-    if folder is not None:
-        paths = list_images(folder)
-        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, min(n, len(paths))).astype(int)]
-        return [read_image(p) for p in paths], f"{len(paths)} images from {folder}"
+def spread(paths: Sequence[Path], n: int) -> list[Path]:
+    """``n`` of ``paths`` spaced evenly over the list (all of them when fewer): every part of a folder."""
+    if len(paths) <= n:
+        return list(paths)
+    return [paths[i] for i in np.linspace(0, len(paths) - 1, n).astype(int)]
+
+
+def held_out_ecssd(exclude: Collection[Path] = ()) -> list[Path]:
+    """ECSSD 0801-1000 beside the repository, less ``exclude`` (resolved paths); [] where it is absent."""
     root = ecssd_root()
-    if root is not None:
-        ids = np.linspace(ECSSD_HELD_OUT.start, ECSSD_HELD_OUT.stop - 1, n).astype(int)
-        paths = [root / "images" / f"{i:04d}.jpg" for i in ids]
-        if all(p.is_file() for p in paths):
-            return [read_image(p) for p in paths], f"{n} ECSSD images (0801-1000)"
+    if root is None:
+        return []
+    paths = [root / "images" / f"{i:04d}.jpg" for i in ECSSD_HELD_OUT]
+    return [p for p in paths if p.is_file() and p.resolve() not in exclude]
+
+
+def verification_images(n: int = 8, folder: str | Path | None = None) -> tuple[list[np.ndarray], str]:
+    """``n`` images and a description of where they came from (test fixtures; export stages use
+    :func:`u2deploy.validate.verify.choose_verification_images`, which also leaves out calibration images)."""
+    if folder is not None:
+        paths = spread(list_images(folder), n)
+        return [read_image(p) for p in paths], f"{len(paths)} images from {folder}"
+    paths = held_out_ecssd()
+    if len(paths) == len(ECSSD_HELD_OUT):
+        return [read_image(p) for p in spread(paths, n)], f"{n} ECSSD images (0801-1000)"
     return generated_images(n), f"{n} generated images"

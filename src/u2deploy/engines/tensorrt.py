@@ -8,13 +8,26 @@ allocates nothing. With ``cuda_graphs=True`` each batch size is captured once in
 replayed, which trims launch overhead for batch-1 latency.
 
 Before TensorRT sees the file, the manifest beside it (see :mod:`.trt_manifest`) is compared with
-the running TensorRT and GPU, so a mismatch is one line that says which and how to rebuild.
+the running TensorRT and GPU, so a mismatch is one line that says which and how to rebuild. The
+manifest also gives the engine's precision (the tolerance it is held to). An engine without one (built
+by ``trtexec``, or its manifest lost) is asked itself: TensorRT's engine inspector lists the data type
+of every layer's tensors when the engine was built with detailed profiling verbosity (``u2export trt``
+always does; ``trtexec --profilingVerbosity=detailed``), and the engine's precision is the lowest of
+them. An engine that keeps only layer names is refused in one line: "unknown" would pass no tolerance.
+
+The CUDA device is per thread in the CUDA runtime. ``--device cuda:N`` is made current in every thread
+that calls the runner (``u2bench predict`` calls it from worker threads), once per thread, before the
+first CUDA call there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
 import logging
+import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +37,15 @@ from ..artifact import PRECISIONS
 from ..errors import U2Error
 from .base import ArtifactInfo, BoundCall, Runner
 from .trt_compat import TrtEnvironment, cuda_check, probe_environment
-from .trt_manifest import check_compatible, read_manifest
+from .trt_manifest import check_compatible, manifest_path, read_manifest
 
 log = logging.getLogger(__name__)
+
+_READ_BESIDE: Any = object()  # TensorRTRunner(manifest=...): read the manifest beside the engine file
+# Data types as the inspector's "Format/Datatype" strings spell them (TensorRT 8.6: "Row major linear FP32",
+# 10.x: "Float", "Half", "Thirty-two wide channel vectorized row major Int8 format"), lowest precision first.
+_LAYER_TYPES = (("int8", r"int8"), ("bf16", r"bf16|bfloat16"), ("fp16", r"fp16|half"), ("fp32", r"fp32|float"))
+_UNSUPPORTED_TYPES = r"\b(fp8|fp4|int4|e4m3|e5m2)\b"
 
 
 def _device_index(device: str | int | None) -> int:
@@ -63,18 +82,21 @@ class _Buffer:
 class _CudaEvents:
     """Device time between ``start`` and ``stop`` on the runner's stream (a :class:`~.base.DeviceTimer`)."""
 
-    def __init__(self, cudart: Any, stream: Any) -> None:
-        self._cudart, self._stream = cudart, stream
+    def __init__(self, cudart: Any, stream: Any, on_device: Any) -> None:
+        self._cudart, self._stream, self._on_device = cudart, stream, on_device
         self._start = cuda_check(cudart.cudaEventCreate(), "cudaEventCreate")
         self._stop = cuda_check(cudart.cudaEventCreate(), "cudaEventCreate")
 
     def start(self) -> None:
+        self._on_device()
         cuda_check(self._cudart.cudaEventRecord(self._start, self._stream), "cudaEventRecord")
 
     def stop(self) -> None:
+        self._on_device()
         cuda_check(self._cudart.cudaEventRecord(self._stop, self._stream), "cudaEventRecord")
 
     def elapsed_ms(self) -> float:
+        self._on_device()
         return float(cuda_check(self._cudart.cudaEventElapsedTime(self._start, self._stop),
                                 "cudaEventElapsedTime"))
 
@@ -89,20 +111,23 @@ class _CudaEvents:
 class TensorRTRunner(Runner):
     """Runs one ``.engine`` on one GPU; see the module docstring for what it checks and binds."""
 
-    def __init__(self, path: Path, env: TrtEnvironment, cuda_graph: bool = False) -> None:
+    def __init__(self, path: Path, env: TrtEnvironment, cuda_graph: bool = False,
+                 manifest: dict[str, Any] | None = _READ_BESIDE) -> None:
         self.path, self.env, self.cuda_graph = path, env, cuda_graph
-        trt, cudart = env.trt, env.cudart
+        trt = env.trt
         self._buffers: dict[str, _Buffer] = {}
         self._graphs: dict[tuple[int, ...], Any] = {}
         self._stream: Any = None
+        self._thread = threading.local()  # .on_device: this thread has made the runner's GPU current
         self.context: Any = None
         self.engine: Any = None
 
-        manifest = read_manifest(path)
+        if manifest is _READ_BESIDE:
+            manifest = read_manifest(path)
         if manifest is not None:
             for warning in check_compatible(path, manifest, env.version, env.gpu):
                 log.warning("warning: %s", warning)
-        cuda_check(cudart.cudaSetDevice(env.gpu.index), "cudaSetDevice")
+        self._on_device()
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self._logger)
         if manifest is not None and manifest.get("version_compatible"):
@@ -129,6 +154,17 @@ class TensorRTRunner(Runner):
             raise U2Error(f"{path}: no such engine file")
         env = probe_environment(index, "TensorRT engines")
         return cls(path, env, cuda_graphs)
+
+    @classmethod
+    def from_file(cls, path: Path, env: TrtEnvironment, manifest: dict[str, Any]) -> TensorRTRunner:
+        """An engine not yet in its place (the builder's temporary file), described by ``manifest``."""
+        return cls(Path(path), env, manifest=manifest)
+
+    def _on_device(self) -> None:
+        """Make the runner's GPU current in the calling thread (the CUDA runtime's device is per thread)."""
+        if not getattr(self._thread, "on_device", False):
+            cuda_check(self.env.cudart.cudaSetDevice(self.env.gpu.index), "cudaSetDevice")
+            self._thread.on_device = True
 
     def _bind(self, manifest: dict[str, Any] | None) -> None:
         """Read the engine's I/O, size and bind buffers, fill ``info``."""
@@ -164,17 +200,44 @@ class TensorRTRunner(Runner):
             if not self.context.set_tensor_address(name, self._buffers[name].device):
                 raise U2Error(f"{self.path}: TensorRT refused the buffer of {name}")
 
+        precision = (manifest or {}).get("precision")
+        if precision not in PRECISIONS:
+            precision = self._layer_precision()
         manifest = manifest or {}
         metadata = {k: str(v) for k, v in ((manifest.get("source_onnx") or {}).get("metadata") or {}).items()}
-        metadata.update({"tensorrt_version": str(self.env.version), "gpu": str(self.env.gpu)})
-        if manifest.get("precision") in PRECISIONS:  # the engine's, not its source ONNX's
-            metadata["precision"] = str(manifest["precision"])
+        metadata.update({"tensorrt_version": str(self.env.version), "gpu": str(self.env.gpu),
+                         "precision": precision})  # the engine's, not its source ONNX's
         static_hw = self.min_shape[2:] == self.max_shape[2:]
         self.info = ArtifactInfo(
-            path=str(self.path), backend="tensorrt", precision=str(manifest.get("precision", "unknown")),
+            path=str(self.path), backend="tensorrt", precision=precision,
             device="cuda", input_size=tuple(self.max_shape[2:]) if static_hw else None,  # type: ignore[arg-type]
             batch_range=(self.min_shape[0], self.max_shape[0]), output_names=tuple(self.output_names),
             size_bytes=self.path.stat().st_size, metadata=metadata)
+
+    def _layer_precision(self) -> str:
+        """The lowest precision any layer computes in, from the engine's own detailed layer information."""
+        trt = self.env.trt
+        inspector = self.engine.create_engine_inspector()
+        inspector.execution_context = self.context  # with the shapes set, dynamic layers have formats too
+        try:
+            info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        except ValueError:
+            info = {}
+        texts = [str(tensor.get("Format/Datatype", "")).lower()
+                 for layer in (info.get("Layers") or []) if isinstance(layer, dict)
+                 for tensor in [*(layer.get("Inputs") or []), *(layer.get("Outputs") or [])]
+                 if isinstance(tensor, dict)]
+        beside = manifest_path(self.path).name
+        unsupported = next((m.group(1) for t in texts if (m := re.search(_UNSUPPORTED_TYPES, t))), None)
+        if unsupported:
+            raise U2Error(f"{self.path}: its layers compute in {unsupported.upper()}, a precision this project "
+                          "declares no tolerance for (fp32, fp16, int8)")
+        for precision, pattern in _LAYER_TYPES:
+            if any(re.search(rf"\b({pattern})\b", t) for t in texts):
+                log.info("%s: no %s; precision %s read from the engine's layers", self.path, beside, precision)
+                return precision
+        raise U2Error(f"{self.path}: no manifest beside it ({beside}) says its precision, and the engine keeps "
+                      "only its layer names; rebuild it with u2export trt (or trtexec --profilingVerbosity=detailed)")
 
     # ------------------------------------------------------------------------------ running
 
@@ -197,6 +260,7 @@ class TensorRTRunner(Runner):
     def upload(self, batch: np.ndarray) -> None:
         """Copy ``batch`` to the device input (converted to the engine's input type) and set its shape."""
         shape = self._check(batch)
+        self._on_device()
         buf = self._buffers[self.input_name]
         count = int(np.prod(shape))
         np.copyto(buf.host[:count].reshape(shape), batch, casting="unsafe")
@@ -207,6 +271,7 @@ class TensorRTRunner(Runner):
 
     def enqueue(self) -> None:
         """Queue one inference on the bound buffers (a graph replay when ``cuda_graph`` is on)."""
+        self._on_device()
         if self.cuda_graph:
             graph = self._graphs.get(self._shape) or self._capture()
             if graph is not None:
@@ -238,6 +303,7 @@ class TensorRTRunner(Runner):
     def download(self) -> dict[str, np.ndarray]:
         """Copy the outputs to the host, wait for them, and return float32 copies by name."""
         cudart = self.env.cudart
+        self._on_device()
         shapes = {name: tuple(self.context.get_tensor_shape(name)) for name in self.output_names}
         for name, shape in shapes.items():
             buf = self._buffers[name]
@@ -264,16 +330,21 @@ class TensorRTRunner(Runner):
         return {"cuda_graphs": self.cuda_graph}
 
     def device_timer(self) -> _CudaEvents:
-        return _CudaEvents(self.env.cudart, self._stream)
+        self._on_device()
+        return _CudaEvents(self.env.cudart, self._stream, self._on_device)
 
     def synchronize(self) -> None:
         if self._stream is not None:
+            self._on_device()
             cuda_check(self.env.cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
 
     def close(self) -> None:
         cudart = getattr(getattr(self, "env", None), "cudart", None)
         if cudart is None:
             return
+        if getattr(self, "_thread", None) is not None:
+            with contextlib.suppress(U2Error):  # freeing goes on: a failed switch must not leak the rest
+                self._on_device()
         if self._stream is not None:
             cudart.cudaStreamSynchronize(self._stream)
         for graph in self._graphs.values():

@@ -5,8 +5,11 @@ neither imports the other. Nothing here imports ``tensorrt`` or ``cuda`` at modu
 does, inside a function, and turns every way of their absence into one :class:`U2Error` line.
 
 Versions handled: TensorRT 8.6 (the last with Pascal, e.g. the GTX 1080 Ti of the U²-Net paper),
-10.x and 11.x (strongly typed networks only). The API names each of them has were checked against
-the real bindings wheels: see ``tools/trt_api_names.py`` and ``tests/test_trt_api_names.py``.
+10.x and 11.x (strongly typed networks only): :data:`TENSORRT_REQUIREMENT`, which the ``gpu`` extra of
+``pyproject.toml`` states word for word (a test holds them equal). Any other release is refused in one
+line: a release this code was never checked against would fail deep inside TensorRT instead. The API
+names each of them has were checked against the real bindings wheels: see ``tools/trt_api_names.py``
+and ``tests/test_trt_api_names.py``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ from ..errors import U2Error
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = ("on a CUDA machine: pip install tensorrt cuda-python "
-                "(and onnxruntime-gpu in place of onnxruntime)")
+# The releases supported, as a pip requirement: 8.6, every 10.x and every 11.x, not 9.x.
+# TrtVersion.family accepts exactly these; pyproject.toml's gpu extra says the same.
+TENSORRT_REQUIREMENT = "tensorrt>=8.6,!=9.*,<12"
+INSTALL_HINT = ("on a CUDA machine: pip install 'u2deploy[gpu]' (tensorrt 8.6, 10.x or 11.x and cuda-python; "
+                "and onnxruntime-gpu in place of onnxruntime)")
 PASCAL_HINT = "TensorRT 8.6 is the last release for Pascal GPUs: pip install tensorrt==8.6.1 cuda-python"
 
 
@@ -62,12 +68,13 @@ class TrtVersion:
             return "8.6"
         if self.major == 10:
             return "10"
-        if self.major >= 11:
-            return "11"  # later majors are assumed to stay strongly typed (a warning says so)
-        if self.major == 8:
+        if self.major == 11:
+            return "11"
+        if self.major < 8 or (self.major == 8 and self.minor < 6):
             raise U2Error(f"TensorRT {self} is too old: the name-based tensor API (set_tensor_address, "
-                          "execute_async_v3) needs 8.6 or later; pip install tensorrt==8.6.1 or newer")
-        raise U2Error(f"TensorRT {self} is not supported: use 8.6, 10.x or 11.x")
+                          "execute_async_v3) needs 8.6 or later; pip install 'u2deploy[gpu]'")
+        raise U2Error(f"TensorRT {self} is not supported: this code was checked against 8.6, 10.x and 11.x "
+                      f"({TENSORRT_REQUIREMENT}); pip install 'u2deploy[gpu]'")
 
     @property
     def strongly_typed_only(self) -> bool:

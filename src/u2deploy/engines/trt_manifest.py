@@ -10,13 +10,12 @@ to rebuild, and fill :class:`~u2deploy.engines.base.ArtifactInfo` with what the 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import U2Error
 from ..files import sha256_of as sha256_file
+from ..files import write_json
 from .trt_compat import GpuInfo, TrtVersion, parse_cc
 
 KIND = "u2deploy.tensorrt-engine"
@@ -28,35 +27,22 @@ def manifest_path(engine: str | Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
-def write_atomic(path: Path, data: bytes | memoryview | Any) -> None:
-    """Write through a temporary file in the same folder and rename it, so no reader sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_manifest(*, engine: Path, tensorrt_version: str, gpu: GpuInfo, precision: str,
                    plan: dict[str, Any], input_name: str, output_names: list[str],
                    source_onnx: Path, onnx_metadata: dict[str, str], build_seconds: float,
                    rebuild: str, calibration: dict[str, Any] | None = None,
-                   timing_cache: Path | None = None) -> dict[str, Any]:
-    """The manifest of a freshly written ``engine`` (its sha256 is taken from the file)."""
+                   timing_cache: Path | None = None, name: str | None = None,
+                   intermediates: dict[str, Any] | None = None,
+                   verification: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of the engine in the file ``engine`` (its sha256 is taken from the file), to be known as
+    ``name`` (default: the file's own name; the builder hashes the temporary file before renaming it)."""
     from .. import __version__, hardware
 
     profile = plan.get("profile")
     return {
         "kind": KIND,
         "schema": SCHEMA,
-        "engine": engine.name,
+        "engine": name or engine.name,
         "engine_bytes": engine.stat().st_size,
         "engine_sha256": sha256_file(engine),
         "tensorrt_version": tensorrt_version,
@@ -66,6 +52,7 @@ def build_manifest(*, engine: Path, tensorrt_version: str, gpu: GpuInfo, precisi
         "strongly_typed": plan.get("strongly_typed", False),
         "network_flags": list(plan.get("network_flags", ())),
         "builder_flags": list(plan.get("builder_flags", ())),
+        "cleared_builder_flags": list(plan.get("cleared_flags", ())),  # on by default, turned off (TF32 for fp32)
         "version_compatible": "VERSION_COMPATIBLE" in plan.get("builder_flags", ()),
         "hardware_compatibility": plan.get("hardware_compatibility", "NONE"),
         "workspace_bytes": plan.get("workspace_bytes"),
@@ -74,6 +61,9 @@ def build_manifest(*, engine: Path, tensorrt_version: str, gpu: GpuInfo, precisi
         "source_onnx": {"path": str(source_onnx), "sha256": sha256_file(source_onnx),
                         "kind": plan.get("onnx_kind"), "metadata": dict(onnx_metadata)},
         "calibration": calibration,
+        # the ONNX files made on the way (the build folder beside the engine), or None: see u2deploy.export.trt
+        "intermediates": intermediates,
+        "verification": verification,
         "timing_cache": str(timing_cache) if timing_cache else None,
         "build_seconds": round(build_seconds, 1),
         "u2deploy_version": __version__,
@@ -83,9 +73,7 @@ def build_manifest(*, engine: Path, tensorrt_version: str, gpu: GpuInfo, precisi
 
 
 def write_manifest(engine: Path, manifest: dict[str, Any]) -> Path:
-    path = manifest_path(engine)
-    write_atomic(path, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
-    return path
+    return write_json(manifest_path(engine), manifest)
 
 
 def read_manifest(engine: str | Path) -> dict[str, Any] | None:

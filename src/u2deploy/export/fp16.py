@@ -9,6 +9,10 @@ extra dependency. Nodes are converted when every float input they read is a data
 - every node whose output, measured on real images, comes within :data:`OVERFLOW_MARGIN` of FP16's
   largest value (65504), and the nodes that read it.
 
+The written model is verified against its FP32 source (:mod:`u2deploy.validate.verify`) on images
+other than those its ranges were measured on, at the FP16 map bound, both as ONNX Runtime runs it
+and as emulated: either breaking the bound writes nothing.
+
 ONNX Runtime's CPU provider has few FP16 kernels: it inserts casts and computes most ops in FP32,
 so its error is a lower bound of a GPU's. :func:`emulation_model` gives the faithful number: the
 FP32 graph with weights and every intermediate tensor rounded to FP16 (Cast→Cast pairs), i.e. FP16
@@ -32,7 +36,7 @@ from ..artifact import ArtifactSpec
 from ..engines.onnxruntime import cpu_session, run_first_output, with_outputs
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
-from ..validate import Comparison, compare_maps
+from ..validate.verify import Bound, Verification, VerificationImages, choose_verification_images, compare
 
 FP16_MAX = 65504.0
 OVERFLOW_MARGIN = 16.0  # keep a node in FP32 when |activation| > 65504 / 16 on the measured images
@@ -54,20 +58,30 @@ class Fp16Result:
     source_size_bytes: int
     fp32_nodes: dict[str, str]  # node -> why it stayed FP32
     max_activation: float  # largest |value| of any intermediate tensor on the measured images
-    vs_fp32_ort: Comparison  # the FP16 model in ONNX Runtime (CPU; a lower bound of the GPU error)
-    vs_fp32_emulated: Comparison  # FP16 rounding of every tensor, FP32 accumulation
-    images: str
+    verification: Verification  # checks ORT_CHECK and EMULATED_CHECK, unless skipped
     manifest: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
 
     def status_line(self) -> str:
         ratio = self.size_bytes / self.source_size_bytes
+        v = self.verification
+        if v.skipped:
+            checked = f"not verified ({v.skipped})"
+        else:
+            found = dict(v.checks)
+            emulated, ort_cpu = found[EMULATED_CHECK], found[ORT_CHECK]
+            checked = (f"vs FP32 on {v.images.description if v.images else '?'}: emulated FP16 max|Δ| "
+                       f"{emulated.max_abs:.2g}, mean|Δ| {emulated.mean_abs:.2g}; ORT-CPU max|Δ| "
+                       f"{ort_cpu.max_abs:.2g}, mean|Δ| {ort_cpu.mean_abs:.2g}; "
+                       f"bound mean|Δ| ≤ {v.bound.mean_abs:g}: pass")
         return (f"converted {self.path} ({human_size(self.size_bytes)}, {ratio:.2f}× the FP32 file) in "
                 f"{self.seconds:.0f} s · {len(self.fp32_nodes)} nodes kept FP32 · "
-                f"max |activation| {self.max_activation:.3g} (FP16 max 65504) · vs FP32 on {self.images}: "
-                f"emulated FP16 max|Δ| {self.vs_fp32_emulated.max_abs:.2g}, ORT-CPU max|Δ| "
-                f"{self.vs_fp32_ort.max_abs:.2g} · next: u2bench latency --model {self.source} --model "
-                f"{self.path} --paired")
+                f"max |activation| {self.max_activation:.3g} (FP16 max 65504) · {checked} · "
+                f"next: u2bench latency --model {self.source} --model {self.path} --paired")
+
+
+ORT_CHECK = "onnxruntime cpu"  # the written model as run here (ORT's CPU provider: most ops in FP32)
+EMULATED_CHECK = "emulated fp16"  # FP16 storage, FP32 accumulation: what a GPU computes
 
 
 def _float_tensors(model: onnx.ModelProto) -> set[str]:
@@ -244,24 +258,45 @@ def _load_fp32(path: Path) -> onnx.ModelProto:
     return load_source(path, "convert")  # the same refusals as quantize: not ONNX, quantized, already FP16
 
 
-def _images(model: onnx.ModelProto, path: Path, calib_dir: Path | None, n: int) -> tuple[np.ndarray, str]:
+def _range_images(model: onnx.ModelProto, path: Path, calib_dir: Path | None,
+                  n: int) -> tuple[np.ndarray, str, list[Path]]:
+    """The images activation ranges are measured on, and their files (which verification then leaves out):
+    ``n`` drawn from ``--calib``, else the first choice of verification images (other generated scenes than
+    verification's, where it comes to those)."""
     from ..calibration.dataset import CalibrationSet, input_spec, sample_images
-    from ..data import preprocess
-    from ..data.samples import verification_images
 
     spec = input_spec(model, path)
     if calib_dir is not None:
         calib = CalibrationSet(calib_dir, sample_images(calib_dir, n, seed=0), spec, seed=0, requested=n)
         x = np.concatenate(list(calib.batches(1)))
-        return x, f"{len(x)} images from {calib_dir}"
-    images, source = verification_images(n)
-    return preprocess.fast(images, spec.size, spec.mean, spec.std), source
+        return x, f"{len(x)} images from {calib_dir}", list(calib.files)
+    chosen = choose_verification_images(n=n, generated_seed=1)
+    return chosen.inputs(spec.size, spec.mean, spec.std), chosen.description, list(chosen.paths)
+
+
+def _verify(source: Path, written: Path, name: str, model: onnx.ModelProto, fp32_nodes: dict[str, str],
+            images: VerificationImages) -> Verification:
+    """The written FP16 model and its emulation against the FP32 source, at the FP16 map bounds."""
+    from ..calibration.dataset import input_spec
+
+    spec = input_spec(model, source)
+    x = images.inputs(spec.size, spec.mean, spec.std)
+    reference = run_first_output(cpu_session(source), x)
+    emulation = cpu_session(emulation_model(model, fp32_nodes), optimise=False)
+    checks = ((ORT_CHECK, compare(lambda b: run_first_output(cpu_session(written), b), reference, x, "fp16")),
+              (EMULATED_CHECK, compare(lambda b: run_first_output(emulation, b), reference, x, "fp16")))
+    return Verification(f"{name} (onnxruntime cpu, and emulated)", f"{source.name} (fp32, onnxruntime cpu)",
+                        Bound.for_precision("fp16"), images, checks)
 
 
 def convert_fp16_model(onnx_path: str | Path, output: str | Path | None = None, *,
                        calib_dir: str | Path | None = None, n_images: int = 8,
-                       keep: Iterable[str] = ()) -> Fp16Result:
-    """The whole FP16 stage: measure ranges, convert, check against FP32, write atomically with metadata."""
+                       keep: Iterable[str] = (), verify_images: str | Path | None = None,
+                       no_verify: bool = False) -> Fp16Result:
+    """The whole FP16 stage: measure ranges, convert, verify against FP32, write atomically with metadata.
+
+    Raises :class:`U2Error` and leaves no file when a step fails or the FP16 bound is broken.
+    """
     import logging
 
     started = time.perf_counter()
@@ -275,7 +310,10 @@ def convert_fp16_model(onnx_path: str | Path, output: str | Path | None = None, 
     if unknown:
         raise U2Error(f"--keep {unknown[0]}: no node of that name in {source}")
     check_writable(output)
-    x, images = _images(model, source, Path(calib_dir) if calib_dir else None, n_images)
+    calib_dir = Path(calib_dir) if calib_dir else None
+    x, measured_on, drawn = _range_images(model, source, calib_dir, n_images)
+    images = None if no_verify else choose_verification_images(
+        Path(verify_images) if verify_images else None, calib_dir, drawn, n_images)
     peaks = activation_ranges(model, x)
     fp32_nodes = choose_fp32_nodes(model, peaks, keep)
     half = convert_model(onnx.ModelProto.FromString(model.SerializeToString()), fp32_nodes)
@@ -286,9 +324,6 @@ def convert_fp16_model(onnx_path: str | Path, output: str | Path | None = None, 
     for k, v in manifest.items():
         half.metadata_props.add(key=k, value=v)
     half.producer_name, half.producer_version = "u2deploy", __version__
-    reference = run_first_output(cpu_session(source), x)
-    emulation = cpu_session(emulation_model(model, fp32_nodes), optimise=False)
-    emulated = compare_maps(run_first_output(emulation, x), reference)
     with atomic_path(output) as tmp:
         onnx.save(half, str(tmp))
         try:
@@ -296,28 +331,28 @@ def convert_fp16_model(onnx_path: str | Path, output: str | Path | None = None, 
         except onnx.checker.ValidationError as exc:
             first = str(exc).splitlines()[0]
             raise U2Error(f"{output}: the FP16 graph fails onnx.checker ({first})") from None
-        ort_cpu = compare_maps(run_first_output(cpu_session(tmp), x), reference)
-        if ort_cpu.nonfinite or emulated.nonfinite:
-            bad = max(ort_cpu.nonfinite, emulated.nonfinite)
-            raise U2Error(f"{output}: FP16 outputs hold {bad} NaN/Inf values; nothing written")
+        if images is None:
+            verification = Verification.skip(output.name, f"{source.name} (fp32)", "fp16")
+        else:
+            verification = _verify(source, tmp, output.name, model, fp32_nodes, images)
+            verification.raise_if_failed(output)
     size_bytes = output.stat().st_size
     logging.getLogger(__name__).debug("fp16 nodes kept fp32: %s", fp32_nodes)
     write_json(Path(f"{output}.json"), {
         **manifest, "file": output.name, "size_bytes": size_bytes, "source": str(source),
         "fp32_nodes": fp32_nodes, "max_abs_activation": max(peaks.values(), default=0.0),
-        "verification": {"images": images,
-                         "emulated_fp16": {"max_abs": emulated.max_abs, "mean_abs": emulated.mean_abs},
-                         "onnxruntime_cpu": {"max_abs": ort_cpu.max_abs, "mean_abs": ort_cpu.mean_abs,
-                                             "note": "ORT's CPU provider computes most FP16 ops in FP32: "
-                                                     "a lower bound of a GPU's error"}},
+        "activation_ranges_measured_on": measured_on,
+        "verification": verification.to_manifest() | ({} if verification.skipped else {
+            "note": "onnxruntime cpu computes most FP16 ops in FP32 (a lower bound of a GPU's error); "
+                    "emulated fp16 rounds every tensor to FP16 with FP32 accumulation, as a GPU does"}),
         "built_on": hardware.build_host(),
     })
     return Fp16Result(path=output, seconds=time.perf_counter() - started, size_bytes=size_bytes,
                       source_size_bytes=source.stat().st_size, fp32_nodes=fp32_nodes,
-                      max_activation=max(peaks.values(), default=0.0), vs_fp32_ort=ort_cpu,
-                      vs_fp32_emulated=emulated, images=images, manifest=manifest, source=source)
+                      max_activation=max(peaks.values(), default=0.0), verification=verification,
+                      manifest=manifest, source=source)
 
 
-def convert_fp16(onnx_path: Path, output: Path) -> Path:
-    """The FP16 stage as the TensorRT builder calls it: the path of the FP16 ONNX."""
-    return convert_fp16_model(onnx_path, output).path
+def convert_fp16(onnx_path: Path, output: Path, **options) -> Path:
+    """The FP16 stage as the TensorRT builder calls it: the path of the FP16 ONNX (verified as ``u2export fp16``)."""
+    return convert_fp16_model(onnx_path, output, **options).path

@@ -24,13 +24,13 @@ import torch
 from .. import __version__, hardware
 from ..artifact import ArtifactSpec
 from ..data import preprocess
-from ..data.samples import verification_images
 from ..engines.onnxruntime import cpu_session, run_first_output
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
 from ..model.deploy import DeployModel
 from ..model.weights import LoadedWeights, load_model
 from ..validate import Comparison, compare_maps, tolerance_for
+from ..validate.verify import Bound, Verification, choose_verification_images
 
 MIN_OPSET = 11  # opset 10's Resize has no coordinate_transformation_mode: no half-pixel bilinear
 MAX_OPSET = 20  # the TorchScript exporter's ceiling in torch 2.x
@@ -46,10 +46,18 @@ class OnnxExportResult:
     size_bytes: int
     nodes_exported: int
     nodes_final: int
-    vs_torch: list[tuple[str, Comparison]]  # (what was compared, statistics)
+    verification: Verification  # against PyTorch: all images, then each other batch and size checked
     simplify_check: Comparison | None
-    verify_source: str
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def vs_torch(self) -> list[tuple[str, Comparison]]:
+        """(what was compared, statistics), the main check first."""
+        return list(self.verification.checks)
+
+    @property
+    def verify_source(self) -> str:
+        return self.verification.images.description if self.verification.images else "?"
 
     @property
     def worst(self) -> Comparison:
@@ -123,8 +131,9 @@ def export_onnx(variant: str | None = "small", weights: str | Path | None = None
     model = DeployModel(loaded.net, outputs).eval()
     names = model.output_names
     example = torch.zeros(batch, 3, *size)
-    images, source = verification_images(n_verify, verify_images_dir)
-    x = preprocess.fast(images, size, loaded.info.mean, loaded.info.std)
+    chosen = choose_verification_images(Path(verify_images_dir) if verify_images_dir else None, n=n_verify)
+    images = chosen.images
+    x = chosen.inputs(size, loaded.info.mean, loaded.info.std)
     fp32 = tolerance_for("fp32")
     notes: list[str] = []
 
@@ -163,24 +172,21 @@ def export_onnx(variant: str | None = "small", weights: str | Path | None = None
                 xo = preprocess.fast(images[:2], other, loaded.info.mean, loaded.info.std)
                 got = run_first_output(session, xo, static_batch)
                 checks.append((f"{other[0]}×{other[1]}", compare_maps(got, _torch_d0(model, xo), fp32.max_abs)))
-        failed = [(what, c) for what, c in checks if not c.passed]
-        if failed:
-            what, c = failed[0]
-            raise U2Error(f"{output}: ONNX Runtime disagrees with PyTorch at {what}: {c.summary()}; "
-                          "nothing written")
+        verification = Verification(f"{output.name} (onnxruntime cpu)", "PyTorch (fp32)", Bound.for_precision("fp32"),
+                                    chosen, tuple(checks))
+        verification.raise_if_failed(output)
         manifest = {k: v for k, v in ((p.key, p.value) for p in graph.metadata_props)}
     size_bytes = output.stat().st_size
     write_json(Path(f"{output}.json"), {
         **manifest, "file": output.name, "size_bytes": size_bytes,
         "nodes": {"exported": nodes_exported, "final": len(graph.graph.node)},
-        "verification": {what: {"max_abs": c.max_abs, "mean_abs": c.mean_abs, "passed": c.passed}
-                         for what, c in checks} | {"images": source},
+        "verification": verification.to_manifest(),
         "built_on": hardware.build_host(),
     })
     return OnnxExportResult(path=output, manifest=manifest, seconds=time.perf_counter() - started,
                             size_bytes=size_bytes, nodes_exported=nodes_exported,
-                            nodes_final=len(graph.graph.node), vs_torch=checks,
-                            simplify_check=simplify_check, verify_source=source, warnings=notes)
+                            nodes_final=len(graph.graph.node), verification=verification,
+                            simplify_check=simplify_check, warnings=notes)
 
 
 def _check(graph: onnx.ModelProto, output: Path) -> None:

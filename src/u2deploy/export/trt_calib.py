@@ -17,11 +17,10 @@ import numpy as np
 
 from ..artifact import IMAGENET_MEAN, IMAGENET_STD
 from ..engines.trt_compat import cuda_check
-from ..engines.trt_manifest import write_atomic
 from ..errors import U2Error
+from ..files import atomic_path
 
 log = logging.getLogger(__name__)
-
 
 
 def sample_images(calib_dir: Path, count: int | None = None, seed: int = 0) -> list[Path]:
@@ -108,9 +107,15 @@ def make_entropy_calibrator(trt: Any, cudart: Any, batches: Callable[[], Iterato
             return None
 
         def write_calibration_cache(self, data: Any) -> None:
-            if cache is not None:
-                write_atomic(cache, bytes(data))
-                self.cache_written = True
+            if cache is None:
+                return
+            try:
+                with atomic_path(cache) as tmp:
+                    tmp.write_bytes(bytes(data))
+            except BaseException as exc:  # noqa: B036  # kept for the builder: TensorRT's callback cannot raise
+                self.error = exc
+                return
+            self.cache_written = True
 
         def discard_cache(self) -> None:
             """Remove a cache this run wrote: scales from a failed calibration must not be reused."""

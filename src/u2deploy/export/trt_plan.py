@@ -11,14 +11,21 @@ Per version:
 
 * **8.6**: explicit-batch network (``EXPLICIT_BATCH``); precision by builder flags (``FP16``,
   ``INT8``); ``--int8`` defaults to the implicit entropy calibrator fed from ``--calib`` images.
-* **10.x**: weakly typed network, precision by builder flags; ``--int8`` defaults to the explicit
-  Q/DQ ONNX (``--int8-mode calibrator`` still offers the deprecated implicit calibrator).
-* **11.x**: strongly typed only (``STRONGLY_TYPED``; precision flags and calibrators are gone):
-  ``--fp16`` parses the FP16 ONNX, ``--int8`` the Q/DQ ONNX made for TensorRT.
+* **10.x**: strongly typed (``STRONGLY_TYPED``, there since 10.0), as NVIDIA recommends: every tensor
+  keeps the type the ONNX gives it, so the nodes the FP16 stage kept in FP32 stay FP32 and a Q/DQ
+  graph runs exactly the INT8 it declares. Precision flags are not allowed on a strongly typed
+  network, so none is set. Only ``--int8-mode calibrator`` (the implicit calibrator, which needs
+  the ``INT8`` flag) builds weakly typed, which 10.12 deprecated; the plan warns there.
+* **11.x**: strongly typed only (``STRONGLY_TYPED`` is deprecated and implied; precision flags and
+  calibrators are gone).
 
-8.6 and 10.x parse the same FP16 / Q/DQ ONNX as 11.x (one artifact chain for all releases) and add
-the flags they need; INT8 builds also enable FP16 for layers left unquantised, except on GPUs
-without fast FP16.
+All three parse the same FP16 / Q/DQ ONNX (one artifact chain for all releases): ``--fp16`` the FP16
+ONNX, ``--int8`` the Q/DQ ONNX made for TensorRT. Weakly typed INT8 builds (8.6, and the calibrator
+on 10.x) also enable FP16 for layers left unquantised, except on GPUs without fast FP16. ``--fp32``
+turns TF32 off (it is on by default), so that an FP32 engine computes in FP32 and meets the FP32 bound. Every build
+keeps detailed layer information in the engine (``ProfilingVerbosity.DETAILED``), so that the
+engine itself tells which precision each layer runs in (:mod:`u2deploy.engines.tensorrt` reads it
+when the manifest is missing).
 """
 
 from __future__ import annotations
@@ -114,7 +121,9 @@ class BuildPlan:
     strongly_typed: bool
     network_flags: tuple[str, ...]  # NetworkDefinitionCreationFlag member names
     builder_flags: tuple[str, ...]  # BuilderFlag member names
+    cleared_flags: tuple[str, ...]  # BuilderFlag members on by default and turned off (TF32 for FP32 engines)
     hardware_compatibility: str  # HardwareCompatibilityLevel member name
+    profiling_verbosity: str  # ProfilingVerbosity member name: DETAILED keeps each layer's types in the engine
     input_shape: Shape  # the shape built for (the profile's opt shape when there is a profile)
     profile: dict[str, list[int]] | None  # {"min", "opt", "max"} when any input dimension is dynamic
     calibration_shape: Shape | None  # batches fed to the implicit calibrator
@@ -136,9 +145,6 @@ def make_plan(version: TrtVersion, request: BuildRequest, source: SourceModel,
     """Every decision of the build; a U2Error line for a combination that cannot be built."""
     family = version.family
     warnings: list[str] = []
-    if version.major > 11:
-        warnings.append(f"TensorRT {version} is newer than the 11.x releases this was checked against; "
-                        "building as for 11.x")
     if gpu_cc is not None:
         check_gpu_supported(version, gpu_cc, gpu_name)
     if request.precision not in PRECISIONS:
@@ -149,7 +155,10 @@ def make_plan(version: TrtVersion, request: BuildRequest, source: SourceModel,
         raise U2Error("--int8-mode applies to --int8 builds only")
 
     stages, onnx_kind, int8_mode = _sources(family, request, source)
-    strongly_typed = family == "11"
+    strongly_typed = family == "11" or (family == "10" and int8_mode != "calibrator")
+    if family == "10" and int8_mode == "calibrator" and version.minor >= 12:
+        warnings.append("--int8-mode calibrator builds a weakly typed network, deprecated since TensorRT 10.12 "
+                        "and removed in 11: --int8-mode qdq builds INT8 from the Q/DQ ONNX, strongly typed")
     fast_fp16 = gpu_cc is None or has_fast_fp16(gpu_cc)
     if request.precision == "fp16" and not fast_fp16:
         warnings.append(f"--fp16 on {gpu_name} (compute capability {gpu_cc[0]}.{gpu_cc[1]}): this GPU runs "
@@ -157,7 +166,8 @@ def make_plan(version: TrtVersion, request: BuildRequest, source: SourceModel,
                         "--int8 or --fp32 will be faster")
 
     if strongly_typed:
-        network_flags: tuple[str, ...] = ("STRONGLY_TYPED",)  # deprecated in 11.0: accepted, implied
+        # 10.x: opt in; 11.x: deprecated, accepted and implied. No precision flag: not allowed with it.
+        network_flags: tuple[str, ...] = ("STRONGLY_TYPED",)
         builder_flags: list[str] = []
     else:
         network_flags = ("EXPLICIT_BATCH",) if family == "8.6" else ()
@@ -189,6 +199,10 @@ def make_plan(version: TrtVersion, request: BuildRequest, source: SourceModel,
         tensorrt=str(version), family=family, precision=request.precision, stages=stages,
         onnx_kind=onnx_kind, int8_mode=int8_mode, strongly_typed=strongly_typed,
         network_flags=network_flags, builder_flags=tuple(builder_flags), hardware_compatibility=hardware,
+        # TF32 (on by default) rounds FP32 convolutions to 10 mantissa bits on Ampere and newer: an engine
+        # called FP32 is held to the FP32 bound, so it computes in FP32
+        cleared_flags=("TF32",) if request.precision == "fp32" else (),
+        profiling_verbosity="DETAILED",
         input_shape=input_shape, profile=profile, calibration_shape=calibration_shape,
         workspace_bytes=workspace, warnings=tuple(warnings))
 

@@ -8,7 +8,9 @@ one module, readable without the others:
    says ``skipped: <reason>``). PyTorch FP32 (the reference) and ONNX FP32 (the baseline of every ratio
    and the source of every other artifact) are always in.
 2. :mod:`.build`: each artifact built into ``--out`` by its ``u2export`` stage, or reused (:mod:`.cache`);
-   INT8 stages calibrate on :mod:`.calibration`'s images, never the gate's.
+   INT8 stages calibrate on :mod:`.calibration`'s images, never the gate's. ``--out`` holds only what the
+   benchmark wrote there (:mod:`.outdir`'s ledger): a run refuses, before any work, an OUT with anything else
+   in it, so no stage ever replaces or deletes a file of the user's.
 3. :mod:`.gate`: ``u2bench parity`` of each artifact against PyTorch FP32 on ``--data``.
 4. :mod:`.timing`: all of them and PyTorch eager in one paired run, model only, then end to end.
 5. :mod:`.rss`: peak RSS of each artifact in a fresh process of its own.
@@ -35,7 +37,8 @@ from .build import BuildContext, build_rows, weights_of
 from .calibration import calibration_digests, calibration_folder, warn_overlap
 from .gate import gate_rows
 from .options import BenchmarkOptions, step_commands
-from .report import check_report, render_text, ship_line, write_report
+from .outdir import OutFolder
+from .report import check_report, render_text, report_paths, ship_line, write_report
 from .result import BenchmarkResult
 from .rows import ROW_KEYS, Row, plan_rows, recommend
 from .targets import BASELINE, parse_formats
@@ -59,12 +62,16 @@ def run_benchmark(opts: BenchmarkOptions, json_out: Path | None = None, report: 
     targets = parse_formats(opts.formats)
     beside = json_out or report
     out = Path(opts.out) if opts.out is not None else beside.parent / DEFAULT_OUT if beside else Path(DEFAULT_OUT)
-    out.mkdir(parents=True, exist_ok=True)
+    from ...calibration import DEFAULT_CALIB_DIR
+
+    folder = OutFolder.open(out, user_outputs=[json_out, report, *(report_paths(report) if report else ())],
+                            inputs=[("--data", opts.data), ("--calib", opts.calib or DEFAULT_CALIB_DIR),
+                                    ("--weights", opts.weights)])
     dataset = open_dataset(opts.data, subset=opts.subset, limit=opts.limit)
     if not dataset.pairs:
         raise U2Error(f"{opts.data}: no image/mask pairs to gate on")
     weights_sha, weights_path = weights_of(opts.variant, opts.weights)
-    calib_dir = calibration_folder(opts.calib, opts.calib_subset, out)
+    calib_dir = calibration_folder(opts.calib, opts.calib_subset, folder)
     warn_overlap(calib_dir, dataset)
     hw = hardware.describe(opts.threads or default_threads())
     rows = plan_rows(targets, opts.variant, opts.device, calib_dir, weights_path)
@@ -77,7 +84,7 @@ def run_benchmark(opts: BenchmarkOptions, json_out: Path | None = None, report: 
         ctx = BuildContext(out, opts.variant, opts.weights, weights_sha, size, usable_calib,
                            *calibration_digests(usable_calib, opts.calib_num, opts.seed), opts.calib_num, opts.seed)
         with _stage(seconds, "build"):
-            build_rows(rows, ctx, say, opts.progress)
+            build_rows(rows, ctx, folder, say, opts.progress)
         with _stage(seconds, "parity"):
             gated = gate_rows(reference, rows, dataset, size, opts)
 
@@ -92,6 +99,7 @@ def run_benchmark(opts: BenchmarkOptions, json_out: Path | None = None, report: 
         with _stage(seconds, "peak_rss"):
             notes += rss.measure_rows(timed, opts, size, images)
         timing["peak_rss"] = rss.method(images)
+    folder.record()  # whatever a runner left in OUT while gating and timing is the benchmark's too
     seconds["total"] = time.perf_counter() - started
     return BenchmarkResult(rows, recommend(rows), baseline, hw, dataset.name, gated.n_images, size, out,
                            opts.command(json_out, report), seconds, timing, gated.curves,

@@ -28,6 +28,7 @@ from ...errors import U2Error
 from ...files import sha256_of
 from ...formats import by_key
 from .cache import ArtifactCache
+from .outdir import OutFolder
 from .rows import Row
 from .targets import BASELINE, Target
 
@@ -168,9 +169,10 @@ def _spec_matches(path: Path, target: Target, ctx: BuildContext) -> bool:
 
 
 def build(target: Target, ctx: BuildContext, cache: ArtifactCache, source: Path | None,
-          say: Callable[[str], None]) -> Built:
+          say: Callable[[str], None], folder: OutFolder) -> Built:
     """Build ``target`` into ``ctx.out`` from ``source`` (the FP32 ONNX; None for that file itself), or reuse
-    the one there when its key, its bytes and its spec agree."""
+    the one there when its key, its bytes and its spec agree; what the stage wrote goes into OUT's ledger,
+    whether it finished or not."""
     output = artifact_path(ctx.out, ctx.variant, ctx.size, target)
     if target.key == BASELINE:
         stage = _onnx_fp32(target, ctx, output)
@@ -181,15 +183,19 @@ def build(target: Target, ctx: BuildContext, cache: ArtifactCache, source: Path 
         say(f"{target.name}: reusing {output} (same source, weights, size and options)")
         return Built(output, True, cache.seconds(output) or 0.0, stage.command)
     started = time.perf_counter()
-    with stdout_to_stderr():  # NNCF and friends print progress to stdout; stdout carries only the table
-        result = stage.build()
-    seconds = time.perf_counter() - started
-    cache.store(output, stage.key, seconds)
+    try:
+        with stdout_to_stderr():  # NNCF and friends print progress to stdout; stdout carries only the table
+            result = stage.build()
+        seconds = time.perf_counter() - started
+        cache.store(output, stage.key, seconds)
+    finally:
+        folder.record()
     say(f"{target.name}: {result.status_line()}")
     return Built(output, False, seconds, stage.command)
 
 
-def build_rows(rows: Sequence[Row], ctx: BuildContext, say: Callable[[str], None], progress: bool) -> None:
+def build_rows(rows: Sequence[Row], ctx: BuildContext, folder: OutFolder, say: Callable[[str], None],
+               progress: bool) -> None:
     """Build every row that can run here, the FP32 ONNX first; a stage that fails skips its row with the
     reason, except the FP32 ONNX's (the source of every other artifact and the baseline of every ratio)."""
     cache = ArtifactCache(ctx.out)
@@ -200,7 +206,7 @@ def build_rows(rows: Sequence[Row], ctx: BuildContext, say: Callable[[str], None
             bar.set_postfix_str(row.name)
             target = Target(by_key(row.format), row.precision)
             try:
-                built = build(target, ctx, cache, fp32.path if fp32 else None, say)
+                built = build(target, ctx, cache, fp32.path if fp32 else None, say, folder)
             except U2Error as exc:
                 if target.key == BASELINE:
                     raise

@@ -6,7 +6,8 @@ through :class:`~u2deploy.artifact.ArtifactSpec`, the contract check and the for
 the batching rules), :mod:`.ensemble` (``--preprocess-in-server``: image bytes in, mask out, by the
 python-backend models in :mod:`.models`), :mod:`.config` (``config.pbtxt``: the typed record, its
 text, the rules) and :mod:`.repository` (writing it: each model directory complete or absent).
-:mod:`.server` runs the bundled ``tritonserver`` locally, for the live tests and ``tools/triton_load.py``.
+:mod:`.server` runs the bundled ``tritonserver`` locally, for the live tests and ``tools/triton_load.py``, and
+makes its python backend's environment (``u2export triton-env``, the one step here that downloads).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .artifacts import ArtifactFacts, read_artifact
 from .config import DynamicBatching, EnsembleStep, ModelConfig, Tensor, check_config, render_pbtxt
 from .plan import RepoOptions, batching_for, plan_repo
 from .repository import ModelDir, TritonRepo, write_repo
-from .server import LocalTriton, python_backend_env
+from .server import LocalTriton, make_python_backend_env
 
 
 def export_triton(artifacts: Sequence[str | Path], output: str | Path, *, name: str | None = None,
@@ -33,4 +34,4 @@ def export_triton(artifacts: Sequence[str | Path], output: str | Path, *, name: 
 
 __all__ = ["ArtifactFacts", "DynamicBatching", "EnsembleStep", "LocalTriton", "ModelConfig", "ModelDir",
            "RepoOptions", "Tensor", "TritonRepo", "batching_for", "check_config", "export_triton",
-           "plan_repo", "python_backend_env", "read_artifact", "render_pbtxt", "write_repo"]
+           "make_python_backend_env", "plan_repo", "read_artifact", "render_pbtxt", "write_repo"]

@@ -3,7 +3,9 @@
 
 That build has the python backend only, and its stub brings two traps this module handles: it
 embeds the libpython it was linked against (pointed at this interpreter's) and it was built against
-numpy 1 (:func:`python_backend_env` gives it a numpy<2 environment in front of this one's packages).
+numpy 1. :func:`make_python_backend_env` (``u2export triton-env DIR``) gives it a numpy<2 environment
+in front of this one's packages; it is the one step of this package that downloads anything (pip
+fetches ``numpy<2``), so it runs only when asked, never as a side effect of starting a server.
 The server listens on 127.0.0.1 only, on free ports, and is stopped by its PID.
 """
 
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from ...errors import U2Error
+from ...files import atomic_path
 
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"  # the stub to use, and the libpython
 
@@ -194,28 +197,61 @@ class LocalTriton:
         self.stop()
 
 
-def python_backend_env(folder: str | Path, numpy: str = "numpy<2") -> Path:
-    """The interpreter of a Python environment for the bundled server's python backend; made once in ``folder``.
+ENV_MARKER = ".u2deploy-triton-env"  # in a folder make_python_backend_env made: the only kind it may empty
+ENV_READY = ".u2deploy-ready"  # written last: the environment is complete
+
+
+def _numpy_major() -> int:
+    import numpy as np
+
+    return int(np.__version__.split(".")[0])
+
+
+def _claim_env_folder(folder: Path) -> None:
+    """Take ``folder`` for the environment: new, empty, or one this function made before (its marker is
+    there; an unfinished one is emptied and made again). Any other is refused and left as it is."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise U2Error(f"{folder}: not a folder; name a new folder for the server's Python environment")
+    if folder.is_dir():
+        if (folder / ENV_MARKER).is_file():
+            for entry in folder.iterdir():  # ours, unfinished: its contents are ours too
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        elif any(folder.iterdir()):
+            raise U2Error(f"{folder}: not empty and not made by u2export triton-env (no {ENV_MARKER} in it); "
+                          "it is left as it is: name a new or empty folder")
+    else:
+        parent = folder.parent if str(folder.parent) else Path(".")
+        if not parent.is_dir():
+            raise U2Error(f"{folder}: folder {parent} does not exist")
+        folder.mkdir()
+    _write(folder / ENV_MARKER, "a Python environment for Triton's python backend, made by u2export triton-env; "
+                                "safe to delete\n")
+
+
+def make_python_backend_env(folder: str | Path, numpy: str = "numpy<2") -> Path:
+    """``u2export triton-env DIR``: the interpreter of a Python environment for the bundled server's python
+    backend, made in ``folder`` (pip downloads ``numpy``); an environment made before is reused as it is.
 
     Triton 2.51's python-backend stub (the one nvidia-pytriton 0.7.0 bundles) was built against
     numpy 1: with numpy 2 in the environment every tensor crosses garbled (FP32 arrive empty, BYTES
     with broken length prefixes). Where this environment has numpy 2, ``folder`` becomes a venv with
     only ``numpy`` (``numpy<2``) of its own, in front of this environment's packages (a ``.pth``
     adds them, with their own ``.pth`` files, so an editable u2deploy is found too). Where numpy is
-    already 1.x, this interpreter is returned as it is.
+    already 1.x, nothing is made and this interpreter is returned as it is. ``folder`` must be new,
+    empty, or made by this function (:func:`_claim_env_folder`): nothing else is ever removed.
     """
     import site
 
-    import numpy as np
-
-    if int(np.__version__.split(".")[0]) < 2:
+    if _numpy_major() < 2:
         return Path(sys.executable)
     folder = Path(folder)
     python = folder / "bin" / "python3"
-    marker = folder / ".u2deploy-ready"
-    if marker.is_file() and python.exists():
+    if (folder / ENV_MARKER).is_file() and (folder / ENV_READY).is_file() and python.exists():
         return python
-    shutil.rmtree(folder, ignore_errors=True)
+    _claim_env_folder(folder)
     try:
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True,
                        capture_output=True, timeout=120)
@@ -227,10 +263,14 @@ def python_backend_env(folder: str | Path, numpy: str = "numpy<2") -> Path:
         why = (getattr(exc, "stderr", None) or str(exc)).strip().splitlines()
         raise U2Error(f"{folder}: cannot make the server's Python environment ({(why or ['?'])[-1][:200]})") from None
     parents = [p for p in site.getsitepackages() if Path(p).is_dir()]
-    (site_dir / "u2deploy_parent_env.pth").write_text(
-        "".join(f"import site; site.addsitedir({p!r})\n" for p in parents))
-    marker.write_text(f"{numpy} in front of {', '.join(parents)}\n")
+    _write(site_dir / "u2deploy_parent_env.pth", "".join(f"import site; site.addsitedir({p!r})\n" for p in parents))
+    _write(folder / ENV_READY, f"{numpy} in front of {', '.join(parents)}\n")
     return python
+
+
+def _write(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _libpython_dir() -> Path | None:
