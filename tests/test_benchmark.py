@@ -150,6 +150,7 @@ def test_the_users_weights_reach_the_pytorch_timing_and_the_step_commands(tmp_pa
 # ------------------------------------------------------------------------------------ on ECSSD
 
 @needs_ecssd
+@pytest.mark.isa
 def test_one_table_json_rows_and_the_recommendation(first) -> None:
     folder, out, result = first
     data = json.loads((folder / "b.json").read_text())
@@ -213,6 +214,7 @@ def test_a_rerun_reuses_every_artifact(first) -> None:
 
 
 @needs_ecssd
+@pytest.mark.isa
 def test_a_failing_artifact_is_never_recommended(first) -> None:
     folder, out, _ = first
     quick = ["--formats", "onnx:fp32,onnx:int8", "--out", str(out), "--no-rss", "--no-end-to-end"]

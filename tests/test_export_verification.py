@@ -163,6 +163,7 @@ def test_a_damaged_ranges_cache_writes_nothing(small_onnx, calib_dir, tmp_path):
     assert record["skipped"] is True and record["passed"] is None
 
 
+@pytest.mark.isa
 def test_quantize_verifies_on_images_calibration_did_not_draw(small_onnx, calib_dir, tmp_path, monkeypatch):
     _no_ecssd(monkeypatch, tmp_path)
     out = tmp_path / "q.onnx"
@@ -219,6 +220,7 @@ def test_openvino_writes_nothing_when_its_bound_breaks(small_onnx, tmp_path, mon
     assert record["reference"].startswith(f"{small_onnx.name} (fp32, onnxruntime")
 
 
+@pytest.mark.isa
 def test_openvino_int8_is_verified_against_the_fp32_onnx_on_images_nncf_did_not_see(small_onnx, calib_dir, tmp_path,
                                                                                      monkeypatch):
     pytest.importorskip("nncf", reason="needs the openvino extra")

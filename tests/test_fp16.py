@@ -128,6 +128,7 @@ def test_convert_fp16_keeps_the_builders_signature(small_onnx, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.isa
 def test_fp16_parity_with_pytorch_on_ecssd(tmp_path):
     from test_quantize import _demo_available, ecssd_deltas
     from u2deploy.export.onnx import export_onnx

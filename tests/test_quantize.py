@@ -17,6 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
+from conftest import held_out
 from u2deploy.calibration import qdq_rules
 from u2deploy.calibration.quantize import dedicate_qdq_pairs, quantize, quantize_model
 from u2deploy.cli.export import app
@@ -256,76 +257,56 @@ needs_ecssd = pytest.mark.skipif(not _demo_available(), reason="needs ../shared/
 def ecssd_deltas(candidate: Path, n: int = 16) -> tuple[float, float]:
     """(ΔmaxFβ, ΔMAE) of ``candidate`` against PyTorch FP32 on ``n`` held-out ECSSD images, at GT size.
 
-    The candidate runs in a plain ``onnxruntime.InferenceSession`` with default options, as users run it.
+    The candidate runs in ONNX Runtime's runner, a session with default options as users run it (on the emulated
+    CPU under `nox -s avx2`).
     """
-    import onnxruntime as ort
     import torch
 
     from u2deploy.bench.evaluate import evaluate_maps, read_map
     from u2deploy.data import postprocess, preprocess
-    from u2deploy.data.datasets import open_dataset
     from u2deploy.data.images import read_image
-    from u2deploy.data.samples import ecssd_root
+    from u2deploy.engines import open_runner
     from u2deploy.model.weights import load_model
 
-    pairs = list(open_dataset(ecssd_root(), subset="0801-1000"))[:: 200 // n][:n]
+    pairs = list(held_out(n))
     images, gts = [read_image(p.image) for p in pairs], [read_map(p.mask) for p in pairs]
     loaded = load_model("small", None)
     x = preprocess.fast(images, loaded.info.input_size, loaded.info.mean, loaded.info.std)
     with torch.inference_mode():
         ref = loaded.net.eval()(torch.from_numpy(x))[0].numpy()
-    session = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
-    got = np.concatenate([session.run(None, {session.get_inputs()[0].name: x[i:i + 1]})[0] for i in range(len(x))])
+    with open_runner(str(candidate)) as runner:
+        got = np.concatenate([runner.saliency(x[i:i + 1]) for i in range(len(x))])
     sizes = [im.shape[:2] for im in images]
     r, c = evaluate_maps(postprocess.fast(ref, sizes), gts), evaluate_maps(postprocess.fast(got, sizes), gts)
     return abs(c["maxF"] - r["maxF"]), abs(c["mae"] - r["mae"])
 
 
-@pytest.fixture(scope="session")
-def demo_onnx(tmp_path_factory) -> Path:
-    from u2deploy.export.onnx import export_onnx
-
-    return export_onnx("small", None, tmp_path_factory.mktemp("demo") / "demo.onnx", n_verify=2).path
-
-
-@pytest.fixture(scope="session")
-def ecssd_calib(tmp_path_factory) -> Path:
-    """Links to ECSSD 0001-0800 only: calibration never sees the held-out images."""
-    from u2deploy.data.samples import ecssd_root
-
-    folder = tmp_path_factory.mktemp("ecssd_calib")
-    for i in range(1, 801):
-        (folder / f"{i:04d}.jpg").symlink_to(ecssd_root() / "images" / f"{i:04d}.jpg")
-    return folder
-
-
 @needs_ecssd
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["cpu", "tensorrt"])
-def test_int8_parity_with_pytorch_on_ecssd(demo_onnx, ecssd_calib, target, tmp_path):
-    """All 200 held-out images, 300 calibration images, the table's INT8 bounds (map mean|Δ| too).
+@pytest.mark.parametrize("target", [pytest.param("cpu", marks=pytest.mark.isa), "tensorrt"])
+def test_int8_parity_with_pytorch_on_ecssd(demo_onnx, ecssd_calib, target, tmp_path, request):
+    """All 200 held-out images (12 in the AVX2 lane), 300 calibration images, the table's INT8 bounds (map
+    mean|Δ| too); both targets calibrate once, through one ranges cache.
 
     The cpu artifact is saturation-free (proven in test_saturation), so its numbers are the same on
     every x86 CPU; the tensorrt one runs as TensorRT computes it, Q/DQ emulated in float.
     """
     from u2deploy.bench.parity import run_parity
-    from u2deploy.data.datasets import open_dataset
-    from u2deploy.data.samples import ecssd_root
     from u2deploy.engines import open_runner
     from u2deploy.validate import tolerance_for
 
-    result = quantize_model(demo_onnx, ecssd_calib, tmp_path / f"demo_{target}.onnx", target=target, num=300,
-                            cache=tmp_path.parent / "demo.calib.json", progress=False)
+    artifact = request.getfixturevalue("demo_int8_cpu") if target == "cpu" else quantize_model(
+        demo_onnx, ecssd_calib, tmp_path / f"demo_{target}.onnx", target=target, num=300,
+        cache=demo_onnx.with_name("demo.calib.json"), progress=False).path
     with open_runner("torch:small") as reference:
-        report = run_parity(reference, [str(result.path)], open_dataset(ecssd_root(), subset="0801-1000"),
-                            progress=False)
+        report = run_parity(reference, [str(artifact)], held_out(), progress=False)
     row = report.rows[1]
     assert row.evaluation.backend == ("onnxruntime" if target == "cpu" else "onnxruntime (TensorRT emulated)")
     assert row.passed, row.reason
     assert row.mean_abs <= tolerance_for("int8").mean_abs == 0.01
     assert report.to_json()["results"][1]["map_mean_abs"] == pytest.approx(row.mean_abs, abs=1e-6)
-    if target == "cpu":  # and in a plain InferenceSession, as users and rembg run it
-        d_maxf, d_mae = ecssd_deltas(result.path)
+    if target == "cpu":  # and in a session with default options, as users and rembg run it
+        d_maxf, d_mae = ecssd_deltas(artifact)
         bound = tolerance_for("int8")
         assert d_maxf <= bound.delta_maxf and d_mae <= bound.delta_mae, (d_maxf, d_mae)
 

@@ -142,6 +142,7 @@ def test_ctrl_c_exits_130_and_skip_existing_finishes_the_job(cluster_runs: dict[
 def test_a_worker_node_killed_mid_job_loses_nothing(cluster_runs: dict[str, Any]) -> None:
     step = cluster_runs["steps"]["killed"]
     assert step["fired"] and step["fired"]["at_files"] < N_IMAGES, "the node was not killed mid-job"
+    assert step["cpu_s_nodes"][2] > 1, "the killed node had no part in the job"
     assert step["rc"] == 0, step["stderr"]
     assert f"wrote {N_IMAGES} masks" in step["stdout"]
     assert len(_same_masks(cluster_runs["root"] / "killed", cluster_runs["ref"])) == N_IMAGES

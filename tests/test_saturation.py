@@ -207,6 +207,7 @@ for path in sys.argv[2:]:
 
 
 @pytest.mark.slow
+@pytest.mark.isa
 @pytest.mark.skipif(QEMU is None or platform.machine() != "x86_64",
                     reason="needs qemu-x86_64 (Debian: qemu-user) to emulate an AVX2-only x86 CPU")
 def test_an_avx2_only_cpu_computes_what_this_one_does(cpu_model, small_onnx, calib_dir, tmp_path):

@@ -241,8 +241,10 @@ def run_step(step: dict[str, Any], cluster: LoopbackCluster) -> dict[str, Any]:
         reader.join()
     _sample_cpu(cluster, cpu_first, cpu_last)
     cpu_nodes = [sum(last[pid] - first.get(pid, 0.0) for pid in last) for first, last in zip(cpu_first, cpu_last)]
+    started_nodes = [sum(1 for pid in last if first.get(pid) == 0.0) for first, last in zip(cpu_first, cpu_last)]
     return {"name": step.get("name", cmd[0]), **result, "stdout": output.get("stdout", ""),
-            "stderr": output.get("stderr", ""), "fired": fired, "peak_memory_nodes": peak, "cpu_s_nodes": cpu_nodes}
+            "stderr": output.get("stderr", ""), "fired": fired, "peak_memory_nodes": peak, "cpu_s_nodes": cpu_nodes,
+            "processes_started_nodes": started_nodes}
 
 
 def _sample_cpu(cluster: LoopbackCluster, first: list[dict[int, float]], last: list[dict[int, float]]) -> None:

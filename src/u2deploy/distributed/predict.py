@@ -135,20 +135,25 @@ def _probe(artifact: Artifact, size: tuple[int, int] | None, mode: str, threshol
 
 
 # ------------------------------------------------------------------------------------ the stages
-def _load_block(batch: dict[str, np.ndarray], processing: Processing) -> dict[str, np.ndarray]:
+class _Load:
     """Decode and preprocess a block of images; an unreadable one gets an error and a zero input."""
-    h, w = processing.size
-    xs = np.zeros((len(batch["path"]), 3, h, w), np.float32)
-    hws = np.zeros((len(xs), 2), np.int64)
-    errors = []
-    for k, path in enumerate(batch["path"]):
-        try:
-            x, hw = processing.load(Path(path), keep_image=False)
-            xs[k], hws[k] = x, hw
-            errors.append("")
-        except U2Error as exc:
-            errors.append(str(exc))
-    return {**batch, "x": xs, "hw": hws, "error": np.array(errors, dtype=object)}
+
+    def __init__(self, processing: Processing) -> None:
+        self.processing = processing
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        h, w = self.processing.size
+        xs = np.zeros((len(batch["path"]), 3, h, w), np.float32)
+        hws = np.zeros((len(xs), 2), np.int64)
+        errors = []
+        for k, path in enumerate(batch["path"]):
+            try:
+                x, hw = self.processing.load(Path(path), keep_image=False)
+                xs[k], hws[k] = x, hw
+                errors.append("")
+            except U2Error as exc:
+                errors.append(str(exc))
+        return {**batch, "x": xs, "hw": hws, "error": np.array(errors, dtype=object)}
 
 
 class _Infer:
@@ -186,26 +191,31 @@ def call_batch(batch: int | None, streams: int, artifact: Artifact) -> int:
     return 1 if concurrent or streams > 1 else DEFAULT_BATCH
 
 
-def _write_block(batch: dict[str, np.ndarray], processing: Processing) -> dict[str, np.ndarray]:
+class _Write:
     """Postprocess and write a block; each row says what it wrote, or why not (``fatal``: a write failed)."""
-    written, errors, fatal = [], [], []
-    for k, path in enumerate(batch["path"]):
-        done: list[str] = []
-        error, stop = str(batch["error"][k]), False
-        if not error:
-            targets = [Path(t) for t in batch["targets"][k]]
-            cutouts = {t for t, c in zip(targets, batch["is_cutout"][k]) if c}
-            try:
-                kept = read_image(path) if cutouts else tuple(int(v) for v in batch["hw"][k])
-                for target in processing.write(targets, cutouts, kept, batch["pred"][k]):
-                    done.append(str(target))
-            except U2Error as exc:
-                error, stop = str(exc), True
-        written.append(done)
-        errors.append(error)
-        fatal.append(stop)
-    return {"i": batch["i"], "written": _objects(written), "error": np.array(errors, dtype=object),
-            "fatal": np.array(fatal)}
+
+    def __init__(self, processing: Processing) -> None:
+        self.processing = processing
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        written, errors, fatal = [], [], []
+        for k, path in enumerate(batch["path"]):
+            done: list[str] = []
+            error, stop = str(batch["error"][k]), False
+            if not error:
+                targets = [Path(t) for t in batch["targets"][k]]
+                cutouts = {t for t, c in zip(targets, batch["is_cutout"][k]) if c}
+                try:
+                    kept = read_image(path) if cutouts else tuple(int(v) for v in batch["hw"][k])
+                    for target in self.processing.write(targets, cutouts, kept, batch["pred"][k]):
+                        done.append(str(target))
+                except U2Error as exc:
+                    error, stop = str(exc), True
+            written.append(done)
+            errors.append(error)
+            fatal.append(stop)
+        return {"i": batch["i"], "written": _objects(written), "error": np.array(errors, dtype=object),
+                "fatal": np.array(fatal)}
 
 
 def _objects(values: list[Any]) -> np.ndarray:
@@ -308,18 +318,18 @@ def _run(ray: Any, plan: OutputPlan, options: RayOptions, artifact: Artifact, re
     _quiet_data(ray)
     items = [{"i": k, "path": str(path), "targets": [str(t) for t in targets],
               "is_cutout": [t in plan.cutout_targets for t in targets]} for k, (path, targets) in enumerate(plan.jobs)]
-    blocks = math.ceil(len(items) / IMAGES_PER_BLOCK)
-    tasks = ray.data.TaskPoolStrategy(size=min(blocks, max(2, actors)))
-    ds = (ray.data.from_items(items, override_num_blocks=blocks)
-          .map_batches(_load_block, fn_kwargs={"processing": geometry.processing}, batch_size=None,
-                       batch_format="numpy", num_cpus=0, compute=tasks)
+    cpu_free = {"processing": geometry.processing}
+    ds = (ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / IMAGES_PER_BLOCK))
+          .map_batches(_Load, fn_constructor_kwargs=cpu_free, batch_size=None, batch_format="numpy", num_cpus=0,
+                       compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors))
           .map_batches(_Infer, fn_constructor_kwargs={
                            "artifact": artifact, "cpus": options.cpus_per_actor, "streams": streams, "batch": batch,
                            "fixed_batch": geometry.fixed_batch, "mode": mode},
                        batch_size=IMAGES_PER_BLOCK, batch_format="numpy", num_cpus=options.cpus_per_actor,
-                       num_gpus=gpus, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors))
-          .map_batches(_write_block, fn_kwargs={"processing": geometry.processing}, batch_size=None,
-                       batch_format="numpy", num_cpus=0, compute=tasks))
+                       num_gpus=gpus, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors,
+                                                                         initial_size=actors))
+          .map_batches(_Write, fn_constructor_kwargs=cpu_free, batch_size=None, batch_format="numpy", num_cpus=0,
+                       compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors)))
     created = _make_folders(plan)
     finals = [t for _, targets in plan.jobs for t in targets]
     bar = tqdm(total=len(plan.jobs), desc="predict", unit="img", disable=not progress, dynamic_ncols=True)
