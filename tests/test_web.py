@@ -64,8 +64,9 @@ def int8_onnx(small_onnx, calib_dir, tmp_path_factory) -> Path:
         calib = tmp_path_factory.mktemp("calib")
         for i in range(1, 17):
             (calib / f"{i:04d}.jpg").symlink_to(ECSSD / "images" / f"{i:04d}.jpg")
-    return quantize_model(small_onnx, calib, tmp_path_factory.mktemp("int8") / "small64_int8.onnx", target="cpu",
-                          num=16, progress=False).path
+    out = tmp_path_factory.mktemp("int8")  # its own ranges cache: other tests calibrate small_onnx on other images
+    return quantize_model(small_onnx, calib, out / "small64_int8.onnx", target="cpu", num=16,
+                          cache=out / "small64.calib.json", progress=False).path
 
 
 @pytest.fixture(scope="module")
