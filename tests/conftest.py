@@ -22,7 +22,7 @@ needs_reference = pytest.mark.skipif(not (REFERENCE / "golden").is_dir(),
                                      reason=f"reference files not found at {REFERENCE}")
 
 
-def held_out(n: int | None = None, lane_images: int = 12):
+def held_out(n: int | None = None, lane_images: int = 6):
     """ECSSD 0801-1000, the held-out images of every accuracy number (``n`` of them, evenly spread); on an
     emulated CPU (~60× slower) at most ``lane_images``, so that the AVX2 lane stays within its time."""
     from u2deploy.data.datasets import open_dataset

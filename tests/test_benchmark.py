@@ -150,7 +150,6 @@ def test_the_users_weights_reach_the_pytorch_timing_and_the_step_commands(tmp_pa
 # ------------------------------------------------------------------------------------ on ECSSD
 
 @needs_ecssd
-@pytest.mark.isa
 def test_one_table_json_rows_and_the_recommendation(first) -> None:
     folder, out, result = first
     data = json.loads((folder / "b.json").read_text())
@@ -215,6 +214,19 @@ def test_a_rerun_reuses_every_artifact(first) -> None:
 
 @needs_ecssd
 @pytest.mark.isa
+def test_the_gate_judges_int8_as_this_cpu_computes_it(tmp_path: Path) -> None:
+    """The gate on the CPU's own int8 kernels (in the AVX2 lane, an emulated AVX2-only CPU's; timing there is
+    QEMU's and means nothing, so it is kept to its minimum): ONNX Runtime INT8 passes at the table's bounds."""
+    result = _invoke("--formats", "onnx:fp32,onnx:int8", "--out", str(tmp_path / "out"), "--no-rss",
+                     "--no-end-to-end", "--min-time-s", "0", "--warmup-s", "0", "--json", str(tmp_path / "b.json"))
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    int8 = rows["onnx:int8"]
+    assert int8["pass"] is True and int8["status"] == "ok", int8
+    assert 0 < int8["map_mean_abs"] < 0.01 and abs(int8["delta_maxF"]) < 0.01, int8
+
+
+@needs_ecssd
 def test_a_failing_artifact_is_never_recommended(first) -> None:
     folder, out, _ = first
     quick = ["--formats", "onnx:fp32,onnx:int8", "--out", str(out), "--no-rss", "--no-end-to-end"]
@@ -231,3 +243,25 @@ def test_a_failing_artifact_is_never_recommended(first) -> None:
     data = json.loads((folder / "none.json").read_text())
     assert result.exit_code == 1 and data["recommended"] is None and "**ship nothing**" in result.output
     assert all(row["pass"] in (False, None) for row in data["rows"])
+
+
+@needs_ecssd
+def test_the_browser_row_is_built_gated_and_timed_through_its_row(tmp_path: Path) -> None:
+    """web:int8 is built from onnx:int8, which its row names as its source (built on demand, not a row of its
+    own), gated against PyTorch in headless Chromium and timed; where the browser is missing, it says why."""
+    out = tmp_path / "artifacts"
+    result = _invoke("--formats", "web:int8", "--out", str(out), "--json", str(tmp_path / "b.json"), "--no-rss",
+                     "--no-end-to-end")
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads((tmp_path / "b.json").read_text())["rows"]}
+    assert set(rows) == {"torch:fp32", "onnx:fp32", "web:int8"}
+    web = rows["web:int8"]
+    why = backend("browser").why_not_here()
+    if why:
+        assert web["status"] == f"skipped: {why}"
+        return
+    assert web["pass"] is True and web["latency_ms_p50"] > 0, web
+    assert Path(web["artifact"]) == out / "u2netp_64x64_int8_web" and (out / "u2netp_64x64_int8_web").is_dir()
+    commands = [c.split()[:2] for c in web["build_command"].split(" && ")]
+    assert commands == [["u2export", "onnx"], ["u2export", "quantize"], ["u2export", "web"]]
+    assert (out / "u2netp_64x64_int8.onnx").is_file()  # its source, built on demand

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from u2deploy.bench.benchmark.build import BuildContext, _derived, artifact_path
+from u2deploy.bench.benchmark.build import BuildContext, artifact_path
 from u2deploy.bench.benchmark.calibration import calibration_folder, links_folder
 from u2deploy.bench.benchmark.outdir import LEDGER, OutFolder
 from u2deploy.bench.benchmark.targets import Target, all_names
 from u2deploy.errors import U2Error
+from u2deploy.export import stages
 from u2deploy.export.trt import build_folder
 from u2deploy.formats import by_key
 
@@ -151,9 +152,11 @@ def test_no_two_stages_write_the_same_file(tmp_path: Path) -> None:
     """trt:fp16 once wrote its FP16 ONNX over onnx:fp16's artifact; now every stage's files are its own."""
     ctx = _context(tmp_path, tmp_path)
     targets = [Target(by_key(k), p) for k, p in (n.split(":") for n in all_names()) if k != "torch"]
+    assert {t.fmt.key for t in targets} == {"onnx", "trt", "openvino", "web"}
     written: dict[Path, str] = {}
     for target in targets:
         path = artifact_path(tmp_path, ctx.variant, ctx.size, target)
+        assert path == ctx.request(target, None).output
         files = [path, path.with_name(path.name + ".json")]
         files += [path.with_suffix(".bin")] if path.suffix == ".xml" else []
         files += [build_folder(path)] if path.suffix == ".engine" else []
@@ -168,9 +171,10 @@ def test_the_int8_engine_honours_calib_num_and_seed(tmp_path: Path) -> None:
     """Its cache key and its rebuild command say which images the Q/DQ stage draws: --calib-num, --seed."""
     (tmp_path / "u2netp_64x64.onnx").write_bytes(b"fp32 onnx")
     ctx = _context(tmp_path, tmp_path / "calib")
-    engine = artifact_path(tmp_path, "small", (64, 64), Target(by_key("trt"), "int8"))
-    stage = _derived(Target(by_key("trt"), "int8"), ctx, engine, tmp_path / "u2netp_64x64.onnx")
+    request = ctx.request(Target(by_key("trt"), "int8"), tmp_path / "u2netp_64x64.onnx")
+    assert request.output == artifact_path(tmp_path, "small", (64, 64), Target(by_key("trt"), "int8"))
+    stage = stages.trt_engine(request)
     assert (stage.key["num"], stage.key["seed"], stage.key["calib_images"]) == (8, 3, "digest")
-    args = shlex.split(stage.command)
+    args = shlex.split(stage.command(request))
     assert args[:3] == ["u2export", "trt", "--onnx"] and "--int8" in args
     assert args[args.index("--calib-images") + 1] == "8" and args[args.index("--calib-seed") + 1] == "3"

@@ -16,7 +16,6 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from u2deploy.calibration import qdq_rules
 from u2deploy.calibration.quantize import load_source, quantize_model
 from u2deploy.engines import open_runner
 from u2deploy.engines.contract import check_contract, io_specs
@@ -24,6 +23,7 @@ from u2deploy.errors import U2Error
 from u2deploy.export.fp16 import convert_fp16_model
 from u2deploy.model import load_model, load_state_dict
 from u2deploy.model.registry import default_weights
+from u2deploy.onnx_file import load_onnx
 
 ADD_REFUSAL = "add.onnx: not a U²-Net artifact: first output is 1×3×320×320, expected N×1×H×W"
 
@@ -158,14 +158,14 @@ def test_load_onnx_refuses_empty_and_invalid_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty.onnx"
     empty.write_bytes(b"")
     with pytest.raises(U2Error) as exc:
-        qdq_rules.load_onnx(empty)
+        load_onnx(empty)
     assert _one_line(exc) == f"{empty}: not an ONNX model (empty file)"
     broken = add_model()
     broken.graph.node[0].op_type = "Ad"  # parses, but onnx.checker knows no such op
     path = tmp_path / "broken.onnx"
     onnx.save(broken, str(path))
     with pytest.raises(U2Error, match=r"broken.onnx: not a valid ONNX model \(.*Ad") as exc:
-        qdq_rules.load_onnx(path)
+        load_onnx(path)
     _one_line(exc)
 
 
@@ -176,7 +176,7 @@ def test_strings_that_are_not_utf8_are_refused_not_a_unicode_traceback(tmp_path:
     path = tmp_path / "latin1.onnx"
     path.write_bytes(model.SerializeToString().replace(b"MARK", b"\xb0ARK"))  # one flipped bit, as the fuzz found
     with pytest.raises(U2Error) as exc:
-        qdq_rules.load_onnx(path)
+        load_onnx(path)
     assert _one_line(exc) == f"{path}: not a valid ONNX model (model.metadata_props[0].value is not UTF-8 text)"
     with pytest.raises(U2Error) as exc:
         open_runner(str(path))

@@ -69,8 +69,27 @@ def test_claims_put_paper_floors_and_counts_side_by_side() -> None:
         small["cost"]["total_flops"] / 1e11 * 1e3 / 500.0)
     text = claims.render(report)
     for needed in ("117.2 G", "39.5 G", "30 FPS", "40 FPS", "44,009,869", "1,131,181", "estimate",
-                   "measured ceilings", "not measured"):
+                   "(measured", "not measured"):
         assert needed in text
+
+
+def test_claims_fit_80_columns_and_show_the_mean_their_ratio_uses() -> None:
+    """The floor ÷ measured ratio, the FPS and the time shown all come from the mean, the p50 beside it."""
+    local = claims.Ceiling("this CPU, A Processor With A Rather Long Marketing Name (measured)", {"fp32": 1e11},
+                           1e10, "made up", measured=True)
+    measured = [{"variant": v, "batch": 1, "size": [320, 320], "model": f"torch:{v}", "backend": "torch",
+                 "device": "cpu", "precision": "fp32", "fps": 1e3 / 4000.0, "weights": "w",
+                 "latency_ms": {"p50": 3528.0, "mean": 4000.0}} for v in ("full", "small")]
+    report = claims.check(("full", "small"), (320, 320), measured, local)
+    text = claims.render(report)
+    assert max(map(len, text.splitlines())) <= 80, text
+    full = report["variants"]["full"]
+    ratio = full["measured"]["fraction_of_local_floor"]
+    assert ratio == pytest.approx(full["cost"]["total_flops"] / 1e11 * 1e3 / 4000.0)
+    shown = next(line for line in text.splitlines() if line.startswith("measured mean:"))
+    assert "4000.0 ms = 0.25 FPS" in shown and "3528.0 ms" in text
+    ratio_line = next(line for line in text.splitlines() if "local floor ÷ measured mean" in line)
+    assert f"{100 * ratio:.0f}%" in ratio_line
 
 
 def test_measured_ceilings_are_positive() -> None:

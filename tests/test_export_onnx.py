@@ -71,6 +71,7 @@ def test_static_export_and_all_outputs(tmp_path: Path, small_weights: Path, rng)
     session = ort.InferenceSession(str(result.path))
     assert [o.name for o in session.get_outputs()] == ["d0", "d1", "d2", "d3", "d4", "d5", "d6"]
     assert session.get_inputs()[0].shape == [2, 3, 48, 80]
+    assert result.vs_torch[0][1].outputs == ("d0", "d1", "d2", "d3", "d4", "d5", "d6")  # verified, every one
     x = rng.normal(size=(2, 3, 48, 80)).astype(np.float32)
     with torch.inference_mode():
         expected = load_model("small", small_weights).net(torch.from_numpy(x))

@@ -110,7 +110,7 @@ def test_the_bounds_of_each_precision_and_the_record():
 
 def test_a_runner_and_a_function_are_compared_alike(small_onnx):
     from u2deploy.engines import open_runner
-    from u2deploy.engines.onnxruntime import cpu_session, run_first_output
+    from u2deploy.ort_session import cpu_session, run_first_output
 
     chosen = choose_verification_images(n=3)
     x = chosen.inputs((64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

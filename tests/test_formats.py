@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -17,16 +18,57 @@ from u2deploy.engines.base import Runner
 from u2deploy.errors import U2Error
 
 
-def _long_flags(command) -> set[str]:
-    return {next(o for o in p.opts if o.startswith("--")) for p in command.params
-            if p.param_type_name == "option" and p.name != "help"}
+def _long_flags(command, ordered: bool = False):
+    flags = [next(o for o in p.opts if o.startswith("--")) for p in command.params
+             if p.param_type_name == "option" and p.name != "help"]
+    return flags if ordered else set(flags)
 
 
-@pytest.mark.parametrize("fmt", [f for f in formats.FORMATS if f.export_command], ids=lambda f: f.key)
-def test_export_flags_are_exactly_the_commands_options(fmt: formats.Format) -> None:
-    command = typer.main.get_command(export_app).commands[fmt.export_command]
-    assert set(fmt.export_flags) == _long_flags(command)
-    assert len(fmt.export_flags) == len(set(fmt.export_flags))
+def test_every_export_command_builds_a_row_and_every_row_has_its_stage() -> None:
+    """The table names each command that writes an artifact, and the stage function it runs exists."""
+    from u2deploy.export import stages
+
+    commands = typer.main.get_command(export_app).commands
+    in_table = {name for f in formats.FORMATS for name in f.commands}
+    assert in_table == set(commands) - {"check-qdq", "formats", "triton", "triton-env"}
+    for fmt in formats.FORMATS:
+        for precision, made in fmt.builds.items():
+            assert callable(getattr(stages, made.stage)), f"{fmt.key}:{precision}: no stage {made.stage}"
+            if made.source is not None:
+                assert formats.by_name(made.source)[0].build(formats.by_name(made.source)[1]) is not None
+
+
+def test_default_outputs_follow_the_rows_rule_without_repeating_a_tag() -> None:
+    assert formats.default_output("openvino", "int8", "m/u2netp_int8.onnx") == Path("m/u2netp_int8_openvino.xml")
+    assert formats.default_output("openvino", "fp32", "u2netp.onnx") == Path("u2netp_openvino.xml")
+    assert formats.default_output("onnx", "fp16", "u2netp.onnx") == Path("u2netp_fp16.onnx")
+    assert formats.default_output("web", "int8", "u2netp_int8.onnx") == Path("u2netp_int8_web")
+    assert formats.default_output("trt", "fp16", "u2netp") == Path("u2netp_fp16.engine")
+    from u2deploy.calibration.quantize import default_output as quantized
+    from u2deploy.export.openvino import default_output as ir
+
+    assert ir(Path("u2netp_int8.onnx"), "int8") == Path("u2netp_int8_openvino.xml")
+    assert quantized(Path("u2netp.onnx"), "tensorrt") == Path("u2netp_int8_trt.onnx")
+
+
+def test_an_unknown_name_gets_the_closest_one() -> None:
+    with pytest.raises(U2Error, match=r"unknown format 'onnnx' \(did you mean 'onnx'\?\)"):
+        formats.by_key("onnnx")
+    with pytest.raises(U2Error, match=r"openvno:int8: unknown format 'openvno' \(did you mean 'openvino'\?\)"):
+        formats.by_name("openvno:int8")
+    with pytest.raises(U2Error, match=r"--backend openvno: unknown backend 'openvno' \(did you mean 'openvino'\?\)"):
+        formats.backend("openvno")
+    with pytest.raises(U2Error, match="ONNX artifacts are fp32, fp16, int8"):
+        formats.by_name("onnx:int4")
+    with pytest.raises(U2Error, match=r"m.onx: unknown artifact type \(did you mean m.onnx\?\)"):
+        formats.for_artifact("m.onx")
+
+
+def test_triton_reads_every_format_it_serves_from_the_row() -> None:
+    from u2deploy.export.triton.artifacts import _READERS
+
+    assert set(_READERS) == {f.key for f in formats.FORMATS if f.triton}
+    assert formats.for_artifact("m.plan").key == "trt"
 
 
 def test_every_build_command_exists_with_its_flags() -> None:
@@ -92,8 +134,11 @@ def test_backend_choices_in_the_cli_come_from_the_table() -> None:
     listing = CliRunner().invoke(export_app, ["formats"], terminal_width=400).output
     for fmt in formats.FORMATS:
         assert fmt.key in listing
-        if fmt.export_command:
-            assert f"u2export {fmt.export_command}: {' '.join(fmt.export_flags)}" in listing
+    commands = typer.main.get_command(export_app).commands
+    for name in {name for f in formats.FORMATS for name in f.commands}:
+        flags = " ".join(_long_flags(commands[name], ordered=True))
+        assert flags in " ".join(listing.split()), name  # the command's own options, wrapped at 80 columns
+    assert max(map(len, CliRunner().invoke(export_app, ["formats"], terminal_width=80).output.splitlines())) <= 80
 
 
 def test_open_runner_passes_only_declared_options() -> None:

@@ -137,6 +137,7 @@ def test_fp16_parity_with_pytorch_on_ecssd(tmp_path):
     if not _demo_available():
         pytest.skip("needs ../shared/datasets/ECSSD and the demo weights")
     source = export_onnx("small", None, tmp_path / "demo.onnx", n_verify=2).path
-    d_maxf, d_mae = ecssd_deltas(convert_fp16(source, tmp_path / "demo_fp16.onnx"))
+    # 4 images in the AVX2 lane: FP16 under QEMU is its slowest inference (~40 s an image at 160×160)
+    d_maxf, d_mae = ecssd_deltas(convert_fp16(source, tmp_path / "demo_fp16.onnx"), lane_images=4)
     bound = tolerance_for("fp16")
     assert d_maxf <= bound.delta_maxf and d_mae <= bound.delta_mae, (d_maxf, d_mae)

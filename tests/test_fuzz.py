@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from u2deploy.calibration import qdq_rules
 from u2deploy.data.images import read_image
 from u2deploy.engines import open_runner
 from u2deploy.engines.contract import check_contract
 from u2deploy.errors import U2Error
 from u2deploy.model import load_model, load_state_dict
 from u2deploy.model.registry import default_weights
+from u2deploy.onnx_file import load_onnx
 
 N = int(os.environ.get("U2DEPLOY_FUZZ_N", "40"))
 N_CLI = max(6, N // 40)
@@ -99,7 +99,7 @@ def _load(path: Path) -> None:
         load_state_dict(path)
         load_model(None, path)
     elif path.suffix == ".onnx":
-        model = qdq_rules.load_onnx(path)
+        model = load_onnx(path)
         check_contract(model, str(path))
         with open_runner(str(path)) as runner:
             shape = runner.info.input_size or (64, 64)

@@ -99,7 +99,7 @@ def test_existing_outputs_need_overwrite_or_skip_existing(tmp_path: Path, small_
 
     resumed = _predict(small_onnx, "--images", str(images), "-o", str(out), "--cutout", "--skip-existing")
     assert resumed.exit_code == 0, resumed.output
-    assert "wrote 0 masks and 1 cut-outs" in resumed.stdout and "2 images skipped" in resumed.stdout
+    assert "wrote 0 masks and 1 cut-out " in resumed.stdout and "2 images skipped" in resumed.stdout
     after = _snapshot(images, out)
     assert after.pop(out / "cutouts" / "img2.png")  # the missing one, and nothing else, was written
     assert after == before
@@ -185,7 +185,7 @@ def test_folder_entries_that_are_not_images_are_reported(tmp_path: Path, small_o
     result = _predict(small_onnx, "--images", str(images), "-o", str(out))
     assert result.exit_code == 1  # broken.jpg failed
     assert "wrote 2 masks" in result.stdout and "3 folder entries skipped" in result.stdout
-    assert "1 images failed" in result.stdout
+    assert "1 image failed" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == ["anim.png", "good.png"]  # GIFs in a folder count too
     lines = result.stderr.splitlines()
     for name, why in (("folder.jpg", "a folder"), ("dangling.jpg", "dangling symlink"), ("loop.png", "symlink loop"),
@@ -203,7 +203,7 @@ def test_when_every_image_fails_there_is_no_hint_and_no_empty_folder(tmp_path: P
     out = tmp_path / "new" / "out"
     result = _predict(small_onnx, "--images", str(images), "-o", str(out), "--cutout")
     assert result.exit_code == 1 and "next:" not in result.output
-    assert "all 2 images failed" in result.stdout
+    assert "wrote no masks: 2 images failed" in result.stdout
     assert not (tmp_path / "new").exists()  # it created new/, new/out/ and cutouts/: all gone
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -258,12 +258,12 @@ def test_ctrl_c_exits_130_keeps_finished_masks_and_leaves_no_temp_files(tmp_path
     monkeypatch.undo()
     assert result.exit_code == 130
     lines = [line for line in result.stderr.splitlines() if "interrupted" in line]
-    assert len(lines) == 1 and f"1 masks written to {out} and kept" in lines[0], result.stderr
+    assert len(lines) == 1 and f"1 mask written to {out} and kept" in lines[0], result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["img0.png"]  # no temporaries, no half files
     assert Image.open(out / "img0.png").size == (52, 40)
 
     resumed = _predict(small_onnx, "--images", str(images), "-o", str(out), "--skip-existing")
-    assert resumed.exit_code == 0 and "wrote 2 masks" in resumed.stdout and "1 images skipped" in resumed.stdout
+    assert resumed.exit_code == 0 and "wrote 2 masks" in resumed.stdout and "1 image skipped" in resumed.stdout
     assert sorted(p.name for p in out.iterdir()) == ["img0.png", "img1.png", "img2.png"]
 
 
@@ -284,5 +284,5 @@ def test_a_failed_write_is_one_line_and_keeps_what_was_written(tmp_path: Path, s
     monkeypatch.setattr(Image.Image, "save", full_disk)
     out = tmp_path / "out"
     _refused(_predict(small_onnx, "--images", str(images), "-o", str(out)),
-             str(out / "img1.png"), "No space left on device", "1 masks written before it are kept")
+             str(out / "img1.png"), "No space left on device", "kept the 1 mask written before it")
     assert sorted(p.name for p in out.iterdir()) == ["img0.png"]

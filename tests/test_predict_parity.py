@@ -36,7 +36,7 @@ def test_predict_writes_masks_and_cutouts_and_reports_bad_files(tmp_path: Path, 
                     "--cutout", "--batch", "2")
     assert result.returncode == 1
     assert "broken.jpg: not a readable image" in result.stderr and "Traceback" not in result.stderr
-    assert "wrote 3 masks" in result.stdout and "1 images failed" in result.stdout
+    assert "wrote 3 masks" in result.stdout and "1 image failed" in result.stdout
     for i in range(3):
         mask = np.asarray(Image.open(out / f"img{i}.png"))
         assert mask.shape == (90, 120) and mask.dtype == np.uint8 and mask.max() == 255

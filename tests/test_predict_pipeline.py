@@ -162,11 +162,11 @@ def test_recursive_mirrors_the_tree_and_never_reads_its_own_output(tmp_path: Pat
     again = _predict(small_onnx, "--images", str(photos), "-o", str(out), "--recursive", "--cutout",
                      "--skip-existing")
     assert again.exit_code == 0, again.output
-    assert "wrote 1 masks to" in again.stdout and "2 images skipped" in again.stdout
+    assert "wrote 1 mask to" in again.stdout and "2 images skipped" in again.stdout
     assert "the output folder" in again.stderr  # reported once, not predicted on
 
     flat = _predict(small_onnx, "--images", str(photos), "-o", str(tmp_path / "flat"))
-    assert flat.exit_code == 0 and "wrote 1 masks" in flat.stdout  # without -r: the top folder only
+    assert flat.exit_code == 0 and "wrote 1 mask " in flat.stdout  # without -r: the top folder only
 
 
 def test_recursive_refuses_two_images_that_would_write_one_file(tmp_path: Path, small_onnx: Path) -> None:

@@ -214,7 +214,7 @@ def test_an_avx2_only_cpu_computes_what_this_one_does(cpu_model, small_onnx, cal
     """The 7-bit artifact computes the same maps on AVX2 (VPMADDUBSW) as here; 8-bit weights do not."""
     from u2deploy.data import preprocess
     from u2deploy.data.samples import generated_images
-    from u2deploy.engines.onnxruntime import cpu_session, run_first_output
+    from u2deploy.ort_session import cpu_session, run_first_output
 
     vnni = quantize_model(small_onnx, calib_dir, tmp_path / "vnni.onnx", target="cpu", num=6,
                           vnni_only=True, progress=False).path

@@ -51,7 +51,7 @@ def test_variant_fp16_stops_before_the_onnx_stage(no_tensorrt, stages, tmp_path,
     assert "\n" not in message
     assert "no `tensorrt` module" in message and "no `cuda-python` module" in message
     assert "no CUDA device" in message
-    assert "pip install 'u2deploy[gpu]'" in message and "onnxruntime-gpu" in message
+    assert "pip install -e '.[gpu]'" in message and "onnxruntime-gpu" in message
     assert stages == []
     assert list(tmp_path.iterdir()) == []
 

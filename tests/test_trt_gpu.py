@@ -3,7 +3,7 @@
 These are the only tests that exercise TensorRT's behaviour (not just its names): the strongly typed
 FP16 and Q/DQ builds, the verification of every engine against its ONNX on real images before it is
 written, the precision read from an engine's own layers, the device in worker threads. They need
-``pip install 'u2deploy[gpu]'`` and a CUDA GPU, and run in a few minutes.
+``pip install -e '.[gpu]'`` and a CUDA GPU, and run in a few minutes.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def test_versions_parse_into_families(text, family, release):
 def test_unsupported_versions_say_so(text):
     with pytest.raises(U2Error, match="8.6") as exc:
         _ = TrtVersion.parse(text).family
-    assert "pip install 'u2deploy[gpu]'" in str(exc.value)
+    assert "pip install -e '.[gpu]'" in str(exc.value)
 
 
 def _gpu_extra_tensorrt() -> str:

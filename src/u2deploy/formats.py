@@ -1,21 +1,25 @@
-"""The table of artifact formats and the backends that run them: what every CLI choice is read from.
+"""The table of artifact formats and the backends that run them: what every CLI choice, every export
+default and every benchmark build is read from.
 
-A *format* is a kind of file (``.onnx``, ``.engine``, an OpenVINO ``.xml``, or the PyTorch baseline
-``torch:small``); a *backend* is a runtime with one runner, in ``u2deploy/engines/<name>.py``, and
-one name everywhere (``--backend NAME``, ``runner.info.backend``, the module). A format lists the
-backends that run it, its default first: an ONNX file runs on ONNX Runtime, or on OpenVINO with
-``--backend openvino``.
+A *format* is a kind of file (``.onnx``, ``.engine``, an OpenVINO ``.xml``, a ``u2export web`` site
+folder, or the PyTorch baseline ``torch:small``); a *backend* is a runtime with one runner, in
+``u2deploy/engines/<name>.py``, and one name everywhere (``--backend NAME``, ``runner.info.backend``,
+the module). A format lists the backends that run it, its default first: an ONNX file runs on ONNX
+Runtime, or on OpenVINO with ``--backend openvino``.
 
-Read by :func:`u2deploy.engines.open_runner` (which backend opens an artifact), ``u2bench``
-(``--backend`` choices), ``u2export formats`` (this table, with what is installed here) and the
-format's export command: ``export_flags`` are exactly the options of ``u2export KEY``
-(``tests/test_formats.py`` keeps them equal). Adding a format is one row here, one runner module and
-one export stage.
+Each precision of a format has its :class:`Build`: the ``u2export`` command that makes it, the stage
+that command runs (a function of :mod:`u2deploy.export.stages`, which ``u2bench benchmark`` calls),
+the artifact it is built from, and the rule that names its file. The export commands take their
+default output names from that rule, ``u2export formats`` lists each command's options as the
+command itself declares them, and Triton reads which of its backends serves a format from
+:attr:`Format.triton`. Adding a format is one row here, one runner module and one export stage.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,76 +35,137 @@ class Backend:
     package: str  # the import that must succeed for it to run
     install: str  # how to get that package
     devices: tuple[str, ...]
+    # "module:function" returning why it cannot run here beyond its package (a browser binary), or None
+    missing: str | None = None
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.package) is not None
 
+    def why_not_here(self) -> str | None:
+        """One line on what this machine lacks to run it, or None."""
+        if not self.installed():
+            return f"{self.title} is not installed ({self.install})"
+        if self.missing is None:
+            return None
+        module, _, function = self.missing.partition(":")
+        return getattr(importlib.import_module(module), function)()
+
+
+@dataclass(frozen=True)
+class Build:
+    """How one precision of a format is made."""
+
+    command: str  # the `u2export` command line that makes it, before its source and options
+    stage: str  # the function of u2deploy.export.stages that runs that command's library call
+    output: str  # its file name from a stem: "{stem}_fp16.onnx"
+    source: str | None = "onnx:fp32"  # the FORMAT:PRECISION it is built from; None: from the network
+
+    def output_name(self, stem: str, precision: str) -> str:
+        """The default output for ``stem`` (a source file's stem or a base name): a precision tag the stem
+        already ends with is not repeated (``u2netp_int8.onnx`` → ``u2netp_int8_openvino.xml``)."""
+        return self.output.format(stem=re.sub(rf"_{precision}$", "", stem))
+
 
 @dataclass(frozen=True)
 class Format:
-    key: str  # `u2export KEY` builds it; FORMAT in FORMAT:PRECISION names
+    key: str  # `FORMAT` in FORMAT:PRECISION names
     name: str  # what tables print
-    suffix: str  # file suffix; "" for the PyTorch baseline (`torch:small`)
+    suffix: str  # file suffix; "/" for a folder; "" for the PyTorch baseline (`torch:small`)
     backends: tuple[str, ...]  # the backends that run it, the default first
     precisions: tuple[str, ...]
-    export_command: str | None  # the `u2export` command that writes it; None for PyTorch
-    export_flags: tuple[str, ...] = ()  # every option of that command
-    # How to build each precision, when it is not `u2export KEY` itself (ONNX FP16 and INT8 are stages of their own).
-    builds: Mapping[str, str] = field(default_factory=dict)
+    builds: Mapping[str, Build] = field(default_factory=dict)  # by precision; empty for PyTorch
+    triton: tuple[str | None, str | None] | None = None  # Triton's (platform, backend) serving it; None: not served
+    also_suffixes: tuple[str, ...] = ()  # other suffixes of the same files (".plan" for engines)
+
+    def build(self, precision: str) -> Build | None:
+        """How ``precision`` is made (None for PyTorch, which is no exported artifact)."""
+        if precision not in self.precisions:
+            raise U2Error(f"{self.key}:{precision}: {self.name} artifacts are {', '.join(self.precisions)}")
+        return self.builds.get(precision)
 
     def build_command(self, precision: str) -> str | None:
         """The ``u2export`` command that makes this format at ``precision`` (None for PyTorch)."""
-        if precision not in self.precisions:
-            raise U2Error(f"{self.key}:{precision}: {self.name} artifacts are {', '.join(self.precisions)}")
-        return self.builds.get(precision) or (f"u2export {self.export_command}" if self.export_command else None)
+        made = self.build(precision)
+        return made.command if made else None
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        """The ``u2export`` commands that build it, each once."""
+        return tuple(dict.fromkeys(b.command.split()[1] for b in self.builds.values()))
 
 
 BACKENDS: tuple[Backend, ...] = (
     Backend("torch", "PyTorch", "TorchRunner", "torch", "pip install torch==2.13.0", ("cpu", "cuda")),
     Backend("onnxruntime", "ONNX Runtime", "OnnxRuntimeRunner", "onnxruntime",
             "pip install onnxruntime (onnxruntime-gpu on a CUDA machine)", ("cpu", "cuda", "tensorrt")),
-    Backend("tensorrt", "TensorRT", "TensorRTRunner", "tensorrt", "pip install 'u2deploy[gpu]' (with a CUDA GPU)",
+    Backend("tensorrt", "TensorRT", "TensorRTRunner", "tensorrt", "pip install -e '.[gpu]', with a CUDA GPU",
             ("cuda",)),
-    Backend("openvino", "OpenVINO", "OpenVinoRunner", "openvino", "pip install 'u2deploy[openvino]'", ("cpu",)),
+    Backend("openvino", "OpenVINO", "OpenVinoRunner", "openvino", "pip install -e '.[openvino]'", ("cpu",)),
+    # cpu is onnxruntime-web's WASM backend, the one every browser has
     Backend("browser", "Chromium (onnxruntime-web)", "BrowserRunner", "playwright",
-            "pip install 'u2deploy[web]' and apt-get install chromium", ("wasm", "webgpu")),
+            "pip install -e '.[web]', then tools/install_web_test_deps.sh", ("cpu", "webgpu"),
+            missing="u2deploy.export.web.browser:missing"),
 )
 
 FORMATS: tuple[Format, ...] = (
-    Format("torch", "PyTorch", "", ("torch",), ("fp32", "fp16", "bf16"), None),
-    Format("onnx", "ONNX", ".onnx", ("onnxruntime", "openvino"), ("fp32", "fp16", "int8"), "onnx",
-           ("--variant", "--weights", "--size", "--height", "--width", "--batch", "--dynamic-batch",
-            "--dynamic-hw", "--opset", "--outputs", "--no-simplify", "--verify-images", "--output"),
-           {"fp16": "u2export fp16", "int8": "u2export quantize --target cpu"}),
-    Format("trt", "TensorRT", ".engine", ("tensorrt",), ("fp32", "fp16", "int8"), "trt",
-           ("--onnx", "--variant", "--weights", "--fp16", "--int8", "--fp32", "--calib", "--int8-mode",
-            "--calib-images", "--calib-batch", "--calib-seed", "--calib-cache", "--batch", "--min-batch",
-            "--opt-batch", "--max-batch", "--size", "--workspace", "--timing-cache", "--version-compatible",
-            "--hardware-compatible", "--device", "--verbose", "--verify-images", "--no-verify", "--output"),
-           {"fp32": "u2export trt --fp32", "fp16": "u2export trt --fp16", "int8": "u2export trt --int8"}),
-    Format("openvino", "OpenVINO", ".xml", ("openvino",), ("fp32", "fp16", "int8"), "openvino",
-           ("--int8", "--fp16", "--calib", "--num", "--seed", "--verify-images", "--no-verify", "--output"),
-           {"fp16": "u2export openvino --fp16", "int8": "u2export openvino --int8"}),
-    # A site folder (u2export web): the artifact's own precision, in onnxruntime-web; its runner is the browser.
-    Format("web", "Web (browser)", "/", ("browser",), ("fp32", "fp16", "int8"), "web",
-           ("--output", "--ort-web", "--webgpu", "--overwrite", "--serve", "--port")),
+    Format("torch", "PyTorch", "", ("torch",), ("fp32", "fp16", "bf16")),
+    Format("onnx", "ONNX", ".onnx", ("onnxruntime", "openvino"), ("fp32", "fp16", "int8"), {
+        "fp32": Build("u2export onnx", "onnx_fp32", "{stem}.onnx", source=None),
+        "fp16": Build("u2export fp16", "onnx_fp16", "{stem}_fp16.onnx"),
+        "int8": Build("u2export quantize --target cpu", "onnx_int8", "{stem}_int8.onnx")},
+        triton=("onnxruntime_onnx", None)),
+    Format("trt", "TensorRT", ".engine", ("tensorrt",), ("fp32", "fp16", "int8"), {
+        p: Build(f"u2export trt --{p}", "trt_engine", f"{{stem}}_{p}.engine") for p in ("fp32", "fp16", "int8")},
+        triton=("tensorrt_plan", None), also_suffixes=(".plan",)),
+    Format("openvino", "OpenVINO", ".xml", ("openvino",), ("fp32", "fp16", "int8"), {
+        "fp32": Build("u2export openvino", "openvino_ir", "{stem}_openvino.xml"),
+        "fp16": Build("u2export openvino --fp16", "openvino_ir", "{stem}_fp16_openvino.xml"),
+        "int8": Build("u2export openvino --int8", "openvino_ir", "{stem}_int8_openvino.xml")},
+        triton=(None, "openvino")),
+    # A site folder: the ONNX artifact of its precision in onnxruntime-web; its runner is the browser.
+    Format("web", "Web (browser)", "/", ("browser",), ("fp32", "fp16", "int8"), {
+        "fp32": Build("u2export web", "web_site", "{stem}_web"),
+        "fp16": Build("u2export web", "web_site", "{stem}_fp16_web", source="onnx:fp16"),
+        "int8": Build("u2export web", "web_site", "{stem}_int8_web", source="onnx:int8")}),
 )
 
 BACKEND_NAMES: tuple[str, ...] = tuple(b.name for b in BACKENDS)
+
+
+def _unknown(what: str, name: str, known: list[str]) -> str:
+    """``unknown format 'onnnx' (did you mean 'onnx'?); expected one of …``."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {name!r}{hint}; expected one of {', '.join(known)}"
 
 
 def backend(name: str) -> Backend:
     for entry in BACKENDS:
         if entry.name == name:
             return entry
-    raise U2Error(f"--backend {name}: expected auto or one of {', '.join(BACKEND_NAMES)}")
+    raise U2Error(f"--backend {name}: {_unknown('backend', name, ['auto', *BACKEND_NAMES])}")
 
 
 def by_key(key: str) -> Format:
     for fmt in FORMATS:
         if fmt.key == key:
             return fmt
-    raise U2Error(f"unknown format {key!r}; expected one of {', '.join(f.key for f in FORMATS)}")
+    raise U2Error(_unknown("format", key, [f.key for f in FORMATS]))
+
+
+def by_name(name: str) -> tuple[Format, str]:
+    """``FORMAT:PRECISION`` → the row and the precision; a one-line U2Error naming the closest name."""
+    known = [f"{f.key}:{p}" for f in FORMATS for p in f.precisions]
+    key, sep, precision = name.strip().lower().partition(":")
+    if not sep or not key or not precision:
+        raise U2Error(f"{name}: expected FORMAT:PRECISION, one of {', '.join(known)}")
+    try:
+        fmt = by_key(key)
+    except U2Error as exc:
+        raise U2Error(f"{name}: {exc}") from None
+    if precision not in fmt.precisions:
+        raise U2Error(f"{name}: {fmt.name} artifacts are {', '.join(fmt.precisions)}")
+    return fmt, precision
 
 
 def for_artifact(artifact: str) -> Format:
@@ -111,10 +176,24 @@ def for_artifact(artifact: str) -> Format:
         return by_key("web")
     suffix = Path(artifact).suffix.lower()
     for fmt in FORMATS:
-        if fmt.suffix and suffix == fmt.suffix:
+        if fmt.suffix not in ("", "/") and suffix in (fmt.suffix, *fmt.also_suffixes):
             return fmt
-    known = ", ".join(f"{f.suffix} ({f.name})" for f in FORMATS if f.suffix)
-    raise U2Error(f"{artifact}: unknown artifact type; expected torch:full, torch:small, {known}")
+    files = [f for f in FORMATS if f.suffix not in ("", "/")]
+    close = difflib.get_close_matches(suffix, [s for f in files for s in (f.suffix, *f.also_suffixes)], n=1)
+    hint = f" (did you mean {Path(artifact).stem}{close[0]}?)" if suffix and close else ""
+    known = ", ".join(f"{f.suffix} ({f.name})" for f in files)
+    raise U2Error(f"{artifact}: unknown artifact type{hint}; expected torch:full, torch:small, {known}, or a site "
+                  "folder (u2export web)")
+
+
+def default_output(key: str, precision: str, stem_of: str | Path) -> Path:
+    """Where ``u2export`` writes ``key:precision`` built from ``stem_of`` (a source file, or a base name such
+    as ``u2netp``) by default: beside it, named by the row's rule."""
+    made = by_key(key).build(precision)
+    assert made is not None, f"{key} is no exported format"
+    path = Path(stem_of)
+    stem = path.name[: -len(path.suffix)] if path.suffix in (".onnx", ".xml", ".engine") else path.name
+    return path.with_name(made.output_name(stem, precision))
 
 
 def backend_for(artifact: str, name: str = "auto") -> Backend:
@@ -131,19 +210,32 @@ def backend_for(artifact: str, name: str = "auto") -> Backend:
     return chosen
 
 
-def describe() -> str:
-    """The table for people (``u2export formats``): what runs each format, whether it is installed here,
-    and how to build it."""
-    from .bench.report import text_table
+def describe(command_options: Mapping[str, list[str]] | None = None) -> str:
+    """The table for people (``u2export formats``, ≤ 80 columns): what runs each format, whether it is
+    installed here, and how each precision is built; then each export command's options as given."""
+    from .text import text_table
 
     rows = []
     for fmt in FORMATS:
         runs = ", ".join(f"{name} {'✓' if backend(name).installed() else '✗'}" for name in fmt.backends)
         devices = ", ".join(dict.fromkeys(d for name in fmt.backends for d in backend(name).devices))
-        built = "; ".join(f"{p}: {fmt.build_command(p)}" for p in fmt.precisions) if fmt.export_command else "-"
-        rows.append([fmt.key, fmt.suffix or "torch:small|full", runs, devices, built])
-    lines = [text_table(("format", "file", "backends (✓ installed here)", "devices", "built by"), rows), ""]
-    lines += [f"u2export {f.export_command}: {' '.join(f.export_flags)}" for f in FORMATS if f.export_command]
+        rows.append([fmt.key, fmt.suffix or "torch:small|full", runs, devices])
+    lines = [text_table(("format", "file", "backends (✓ installed here)", "devices"), rows), ""]
+    built = [[f"{f.key}:{p}", b.command, b.source or "the network"]
+             for f in FORMATS for p, b in f.builds.items()]
+    lines += [text_table(("artifact", "built by", "built from"), built), ""]
+    for name, options in (command_options or {}).items():
+        lines += _wrapped(f"u2export {name}: ", options)
     missing = [b for b in BACKENDS if not b.installed()]
     lines += [""] + [f"{b.name} is not installed: {b.install}" for b in missing] if missing else []
     return "\n".join(lines)
+
+
+def _wrapped(head: str, words: list[str], width: int = 80) -> list[str]:
+    lines, line = [], head
+    for word in words:
+        if len(line) + len(word) + 1 > width and line.strip() != head.strip():
+            lines.append(line.rstrip())
+            line = " " * 4
+        line += word + " "
+    return [*lines, line.rstrip()]

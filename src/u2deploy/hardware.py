@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .plural import plural
+
 # The instruction sets inference kernels dispatch on (x86 /proc/cpuinfo "flags", ARM "Features").
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
               "amx_bf16", "amx_int8", "asimd", "asimddp", "i8mm", "sve", "bf16")
@@ -208,7 +210,8 @@ def describe(threads: int | None = None) -> dict[str, Any]:
 def one_line(hw: dict[str, Any]) -> str:
     """A caption for tables and plots."""
     c = hw["cpu"]
-    parts = [f"{isa_line(c)} ({c['usable_cpus']} CPUs, {hw.get('threads_used') or '?'} threads used)"]
+    threads = plural(hw["threads_used"], "thread") if hw.get("threads_used") else "? threads"
+    parts = [f"{isa_line(c)} ({plural(c['usable_cpus'], 'CPU')}, {threads} used)"]
     if hw.get("gpu"):
         g = hw["gpu"]
         parts.append(f"{g['name']} (driver {g.get('driver') or '?'}, CUDA {g.get('cuda_runtime')})")

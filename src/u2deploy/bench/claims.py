@@ -9,6 +9,7 @@ vendor figures; only the rows marked "measured" were run, on the machine at hand
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from ..hardware import cpu, describe
+from ..plural import plural
 from .cost import Cost, count_cost
 from .report import text_table
 
@@ -107,7 +109,7 @@ def measure_ceilings(device: str = "cpu", seconds: float = 1.0, matmul_n: int = 
     src = np.ones(copy_mib * 2**20 // 8)
     dst = np.empty_like(src)
     bandwidth = _best_rate(2 * src.nbytes, lambda: np.copyto(dst, src), lambda: None, seconds)
-    how = (f"torch.mm {matmul_n}² fp32 on {torch.get_num_threads()} threads; numpy copyto of {copy_mib} MiB; "
+    how = (f"torch.mm {matmul_n}² fp32 on {plural(torch.get_num_threads(), 'thread')}; numpy copyto of {copy_mib} MiB; "
            "fastest repetition, under whatever else the machine was running")
     return Ceiling(f"this CPU, {cpu()['model']} (measured)", {"fp32": flops}, bandwidth, how, measured=True)
 
@@ -198,59 +200,54 @@ def _ms(ms: float) -> str:
     return f"{ms:.1f}" if ms >= 1 else f"{ms:.3f}"
 
 
-def render(report: dict[str, Any]) -> str:
-    """Side by side, one column per variant."""
+def render(report: dict[str, Any], width: int = 80) -> str:
+    """Side by side, one column per variant, no line wider than ``width`` (long labels wrap in their column)."""
     variants = list(report["variants"])
     entries = [report["variants"][v] for v in variants]
-    size = "x".join(map(str, report["size"]))
     rows: list[list[str]] = []
 
     def add(name: str, cells: list[str]) -> None:
         rows.append([name, *cells])
 
     add("parameters", [f"{e['cost']['params']:,}" for e in entries])
-    add(f"FLOPs, convolutions (2×MACs) at {size}", [_g(e["cost"]["flops"]) for e in entries])
+    add("FLOPs, convolutions (2×MACs)", [_g(e["cost"]["flops"]) for e in entries])
     add("FLOPs, all operators", [_g(e["cost"]["total_flops"]) for e in entries])
     add("min bytes moved, fp32", [f"{e['cost']['bytes']['total'] / 1e6:.0f} MB" for e in entries])
     add("  of which weights", [f"{e['cost']['bytes']['weights'] / 1e6:.1f} MB" for e in entries])
     add("arithmetic intensity", [f"{e['cost']['intensity_flop_per_byte']:.0f} FLOP/B" for e in entries])
-    add("paper: GTX 1080 Ti, 320x320 (Table 2)", [f"{e['paper']['fps']:.0f} FPS = {e['paper']['ms']:.0f} ms"
-                                                  for e in entries])
+    add("paper, GTX 1080 Ti at 320x320", [f"{e['paper']['ms']:.0f} ms = {e['paper']['fps']:.0f} FPS"
+                                           for e in entries])
     if all("implied_flops_per_s" in e["paper"] for e in entries):
-        add("  implied sustained rate", [
-            f"{e['paper']['implied_flops_per_s'] / 1e12:.2f} TFLOP/s "
-            f"({100 * e['paper']['fraction_of_1080ti_fp32_peak']:.0f}% of FP32 peak)" for e in entries])
-        add("  paper time ÷ 1080 Ti FP32 floor", [f"{e['paper']['ms'] / _floor_of(e, GTX_1080_TI.name, 'fp32'):.1f}×"
-                                                  for e in entries])
+        add("  implied sustained rate", [f"{e['paper']['implied_flops_per_s'] / 1e12:.2f} TFLOP/s" for e in entries])
+        add("  share of the FP32 peak", [f"{100 * e['paper']['fraction_of_1080ti_fp32_peak']:.0f}%" for e in entries])
+        add("  paper ÷ 1080 Ti FP32 floor", [f"{e['paper']['ms'] / _floor_of(e, GTX_1080_TI.name, 'fp32'):.1f}×"
+                                             for e in entries])
+    add("floor (least time per image):", ["" for _ in entries])
     keys = list(dict.fromkeys((f["device"], f["precision"], f["kind"]) for f in entries[0]["floors"]))
     for device, precision, kind in keys:
-        tag = "measured ceilings" if kind == "measured ceiling" else "estimate"
         cells = []
         for e in entries:
             f = next(x for x in e["floors"] if (x["device"], x["precision"]) == (device, precision))
             fps = 1e3 / f["ms"]
-            cells.append(f"{_ms(f['ms'])} ms = {fps:,.0f} FPS ({f['bound']})" if fps >= 10
-                         else f"{_ms(f['ms'])} ms = {fps:.2f} FPS ({f['bound']})")
-        add(f"floor: {device.removesuffix(' (measured)')} {precision} ({tag})", cells)
+            cells.append(f"{_ms(f['ms'])} ms = {fps:,.0f} FPS" if fps >= 10 else f"{_ms(f['ms'])} ms = {fps:.2f} FPS")
+            cells[-1] += "*" if f["bound"] == "memory" else ""
+        short = device.removesuffix(" (measured)").split(",")[0]  # the local CPU's model is in the notes
+        add(f"  {short} {precision} ({'measured peaks' if kind == 'measured ceiling' else 'estimate'})", cells)
     if any("measured" in e for e in entries):
-        cells = []
-        for e in entries:
-            m = e.get("measured")
-            if m is None:
-                cells.append("not measured")
-                continue
-            cells.append(f"p50 {m['latency_ms']['p50']:.1f} ms, {m['fps']:.2f} FPS")
         first = next(e["measured"] for e in entries if "measured" in e)
-        add(f"measured here: {first['backend']} {first['device']} {first['precision']}, batch 1", cells)
+        add(f"measured mean: {first['backend']} {first['device']} {first['precision']}",
+            [f"{e['measured']['latency_ms']['mean']:.1f} ms = {e['measured']['fps']:.2f} FPS" if "measured" in e
+             else "not measured" for e in entries])
+        add("  p50", [f"{e['measured']['latency_ms']['p50']:.1f} ms" if "measured" in e else "" for e in entries])
         if any("fraction_of_local_floor" in e.get("measured", {}) for e in entries):
-            add("  local floor / measured mean", [
+            add("  local floor ÷ measured mean", [
                 f"{100 * e['measured']['fraction_of_local_floor']:.0f}%" if "fraction_of_local_floor"
                 in e.get("measured", {}) else "" for e in entries])
-    table = text_table(["least time per image (floor) = most FPS", *[VARIANT_NAMES[v] for v in variants]],
-                       rows)
-    notes = ["floors = max(all FLOPs / peak FLOP/s, min bytes / bandwidth) for one image; "
-             "bytes: weights once, each fused conv-BN-ReLU output written once and read once "
-             "(see u2deploy.bench.cost)",
+    size = "x".join(map(str, report["size"]))
+    table = _fitted_table([f"{size}, batch 1", *[VARIANT_NAMES[v] for v in variants]], rows, width)
+    notes = ["floors = max(all FLOPs / peak FLOP/s, min bytes / bandwidth) for one image, i.e. the most FPS; "
+             "* marks a memory-bound floor (the others are compute-bound); bytes: weights once, each fused "
+             "conv-BN-ReLU output written once and read once (see u2deploy.bench.cost)",
              "estimates are arithmetic on vendor figures, not measurements on those devices; "
              "1080 Ti FP16 runs at 1/64 rate, so the paper's figures can only be FP32"]
     if {"full", "small"} <= set(variants):
@@ -262,7 +259,29 @@ def render(report: dict[str, Any]) -> str:
     for c in report["ceilings"]:
         rates = ", ".join(f"{p} {_tera(r)} T(FL)OP/s" for p, r in c["flops"].items())
         notes.append(f"{c['name']}: {rates}, {c['bandwidth'] / 1e9:.0f} GB/s — {c['source']}")
-    return table + "\n\n" + "\n".join(f"- {n}" for n in notes)
+    return table + "\n\n" + "\n".join(textwrap.fill(n, width, initial_indent="- ", subsequent_indent="  ",
+                                                      break_on_hyphens=False) for n in notes)
+
+
+def _fitted_table(header: list[str], rows: list[list[str]], width: int) -> str:
+    """:func:`text_table` with the first column wrapped so that no line is wider than ``width``.
+
+    Value cells keep one trailing space unless they end in a ``*`` mark, so the marks stand outside the
+    right-aligned numbers.
+    """
+    marked = any(c.endswith("*") for r in rows for c in r[1:])
+    pad = (lambda c: c if c.endswith("*") or not c else c + " ") if marked else (lambda c: c)
+    header = [header[0], *map(pad, header[1:])]
+    rows = [[r[0], *map(pad, r[1:])] for r in rows]
+    values = sum(2 + max(len(r[i]) for r in [header, *rows]) for i in range(1, len(header)))
+    room = max(width - values, 16)
+    wrapped: list[list[str]] = []
+    for label, *cells in rows:
+        indent = " " * (len(label) - len(label.lstrip()) + 2)
+        lines = textwrap.wrap(label, room, subsequent_indent=indent, break_on_hyphens=False) or [""]
+        wrapped.append([lines[0], *cells])
+        wrapped.extend([line, *[""] * len(cells)] for line in lines[1:])
+    return text_table(header, wrapped)
 
 
 def run(size: tuple[int, int] = (320, 320), measure: bool = True, opts: Any = None,

@@ -32,6 +32,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import hardware
+from ..plural import plural
 from .paired import SETTLE_S, calls_per_round, interleave
 from .report import text_table
 from .timing import Step
@@ -176,7 +177,7 @@ def measure(threads: int = 2, min_time_s: float = 6.0, cases: Sequence[ConvCase]
 
 def render(result: dict[str, Any]) -> str:
     header, rows = table(result)
-    return "\n".join([f"INT8 ceiling of this CPU at {result['threads']} threads (ONNX Runtime "
+    return "\n".join([f"INT8 ceiling of this CPU at {plural(result['threads'], 'thread')} (ONNX Runtime "
                       f"{result['onnxruntime']}): {result['ceiling_ratio']:.3f}× FP32 for the single-conv graph, "
                       f"{result['kernel_ratio']:.3f}× for the conv kernel alone", text_table(header, rows),
                       f"on: {hardware.one_line(result['hardware'])}"])

@@ -1,6 +1,6 @@
 """PR and Fβ-threshold curves, one line per labelled result, in the style of the paper's Fig. 6.
 
-matplotlib is an optional extra (``pip install 'u2deploy[plot]'``); it is imported only when a plot
+matplotlib is an optional extra (``pip install -e '.[plot]'``); it is imported only when a plot
 is drawn, with the Agg backend so that no display is needed.
 """
 
@@ -41,7 +41,7 @@ def pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise U2Error("plotting needs matplotlib: pip install 'u2deploy[plot]'") from None
+        raise U2Error("plotting needs matplotlib: pip install -e '.[plot]'") from None
     return plt
 
 

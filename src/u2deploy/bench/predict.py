@@ -37,6 +37,7 @@ from ..engines import Runner
 from ..errors import U2Error
 from ..files import atomic_path, check_writable
 from ..formats import backend_for
+from ..plural import plural
 from . import pipeline
 
 # Masks are mostly runs of 0 and 255: zlib's run-length strategy encodes an ECSSD mask in 1.4 ms (28 kB),
@@ -68,16 +69,16 @@ class PredictReport:
 
     def summary(self, out_dir: Path, entries_skipped: int = 0) -> str:
         """One line: what was written, skipped and failed, the speed, and the next command when there is one."""
-        cutouts = f" and {len(self.cutouts)} cut-outs" if self.cutouts else ""
+        cutouts = f" and {plural(len(self.cutouts), 'cut-out')}" if self.cutouts else ""
         wrote = bool(self.written or not self.failed)
-        parts = [f"wrote {len(self.written)} masks{cutouts} to {out_dir}" if wrote
-                 else f"wrote no masks: all {len(self.failed)} images failed"]
+        parts = [f"wrote {plural(len(self.written), 'mask')}{cutouts} to {out_dir}" if wrote
+                 else f"wrote no masks: {plural(len(self.failed), 'image')} failed"]
         if self.skipped:
-            parts.append(f"{len(self.skipped)} images skipped (outputs already there)")
+            parts.append(f"{plural(len(self.skipped), 'image')} skipped (outputs already there)")
         if entries_skipped:
-            parts.append(f"{entries_skipped} folder entries skipped")
+            parts.append(f"{plural(entries_skipped, 'folder entry', 'folder entries')} skipped")
         if self.failed and self.written:
-            parts.append(f"{len(self.failed)} images failed")
+            parts.append(f"{plural(len(self.failed), 'image')} failed")
         if self.images_per_s is not None:
             parts.append(f"{self.images_per_s:.1f} images/s")
         if wrote:
@@ -183,21 +184,48 @@ def plan_outputs(paths: Sequence[Path], out_dir: Path, *, cutout: bool = False, 
     _check_folder(out_dir, ".u2bench-probe.png")
     if cutout:
         _check_folder(out_dir / "cutouts", ".u2bench-probe.png")
-    ids: dict[tuple[int, int], Path] = {}  # what each input *is*: same path, symlinks, hard links, bind mounts
+    ids = _input_ids(paths)
+    dirs, targets_of = _targets(paths, subs, out_dir, cutout, cutout_suffix)
+    _check_one_writer_each(paths, targets_of)
+    all_folders = _output_folders(out_dir, {f for folders in dirs.values() for f in folders})
+    plan = OutputPlan(out_dir, cutout, jobs=[], skipped=[])
+    needed, existing = _fill_jobs(plan, paths, subs, targets_of, dirs, ids, overwrite)
+    if existing and not skip_existing:
+        more = f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else ""
+        raise U2Error(f"{existing[0]}: already exists{more}; pass --overwrite to replace, "
+                      "or --skip-existing to keep them and skip their images")
+    plan.folders = [f for f in all_folders if f in needed]
+    return plan
+
+
+def _input_ids(paths: Sequence[Path]) -> dict[tuple[int, int], Path]:
+    """What each input *is* (device, inode): the same path, symlinks, hard links and bind mounts agree."""
+    ids: dict[tuple[int, int], Path] = {}
     for path in paths:
         try:
             st = path.stat()
             ids.setdefault((st.st_dev, st.st_ino), path)
         except OSError:
             pass  # unreadable inputs fail later, one line each
-    dirs: dict[Path, list[Path]] = {}  # a subfolder's output folders: [masks] or [masks, cut-outs]
-    targets_of: list[list[Path]] = []  # what outputs_for says, each folder joined once (100,000 images)
+    return ids
+
+
+def _targets(paths: Sequence[Path], subs: Sequence[Path], out_dir: Path, cutout: bool,
+             cutout_suffix: str) -> tuple[dict[Path, list[Path]], list[list[Path]]]:
+    """Each subfolder's output folders ([masks] or [masks, cut-outs]), and each input's outputs as
+    :func:`outputs_for` names them, each folder joined once (100,000 images)."""
+    dirs: dict[Path, list[Path]] = {}
+    targets_of: list[list[Path]] = []
     for path, sub in zip(paths, subs):
         folders = dirs.get(sub)
         if folders is None:
             folders = dirs[sub] = [out_dir / sub] + ([out_dir / "cutouts" / sub] if cutout else [])
         targets_of.append([folders[0] / f"{path.stem}.png"]
                           + ([folders[1] / f"{path.stem}{cutout_suffix}"] if cutout else []))
+    return dirs, targets_of
+
+
+def _check_one_writer_each(paths: Sequence[Path], targets_of: Sequence[list[Path]]) -> None:
     writers: dict[str, Path] = {}
     for path, targets in zip(paths, targets_of):
         for target in targets:
@@ -206,48 +234,50 @@ def plan_outputs(paths: Sequence[Path], out_dir: Path, *, cutout: bool = False, 
                 same = " (the same file given twice)" if other.resolve() == path.resolve() else ""
                 raise U2Error(f"{other} and {path} would both write {target}{same}: outputs are named by stem, "
                               "so rename one or predict them into separate folders")
-    all_folders = _output_folders(out_dir, {f for folders in dirs.values() for f in folders})
-    jobs: list[tuple[Path, list[Path]]] = []
-    skipped: list[Path] = []
-    existing: list[Path] = []
+
+
+def _fill_jobs(plan: OutputPlan, paths: Sequence[Path], subs: Sequence[Path], targets_of: Sequence[list[Path]],
+               dirs: dict[Path, list[Path]], ids: dict[tuple[int, int], Path],
+               overwrite: bool) -> tuple[set[Path], list[Path]]:
+    """The plan's jobs, skipped inputs and cut-outs; returns the folders the jobs write into and the
+    outputs that exist and are kept."""
     needed: set[Path] = set()
-    cutouts: list[Path] = []
+    existing: list[Path] = []
+    cutouts: set[Path] = set()
     for path, sub, targets in zip(paths, subs, targets_of):
         todo = []
         for role, target in enumerate(targets):
-            source = None
-            there = os.path.lexists(target)
-            if there:  # an output that does not exist yet cannot be an input
-                try:
-                    st = target.stat()
-                    source = ids.get((st.st_dev, st.st_ino))
-                except OSError:
-                    pass
-            if source is not None:
-                which = "one of the input images" if source == target else f"the input image {source}"
-                raise U2Error(f"{target}: is {which}; refusing to overwrite an input (choose another -o)")
-            if not there:
+            if _to_write(target, ids, overwrite):
                 todo.append(target)
-            elif target.is_dir() or (target.exists() and not target.is_file()):
-                raise U2Error(f"{target}: exists and is not a file; move it away")
-            elif overwrite:
-                todo.append(target)
+                needed.add(dirs[sub][role])
+                if role:
+                    cutouts.add(target)
             else:
                 existing.append(target)
-                continue
-            needed.add(dirs[sub][role])
-            if role:
-                cutouts.append(target)
         if todo:
-            jobs.append((path, todo))
+            plan.jobs.append((path, todo))
         else:
-            skipped.append(path)
-    if existing and not skip_existing:
-        more = f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else ""
-        raise U2Error(f"{existing[0]}: already exists{more}; pass --overwrite to replace, "
-                      "or --skip-existing to keep them and skip their images")
-    folders = [f for f in all_folders if f in needed]
-    return OutputPlan(out_dir, cutout, jobs, skipped, folders, frozenset(cutouts))
+            plan.skipped.append(path)
+    plan.cutout_targets = frozenset(cutouts)
+    return needed, existing
+
+
+def _to_write(target: Path, ids: dict[tuple[int, int], Path], overwrite: bool) -> bool:
+    """Whether to write ``target``: absent, or there and ``overwrite``. An input or a folder there is refused."""
+    if not os.path.lexists(target):
+        return True
+    source = None
+    try:  # an output that does not exist yet cannot be an input
+        st = target.stat()
+        source = ids.get((st.st_dev, st.st_ino))
+    except OSError:
+        pass
+    if source is not None:
+        which = "one of the input images" if source == target else f"the input image {source}"
+        raise U2Error(f"{target}: is {which}; refusing to overwrite an input (choose another -o)")
+    if target.is_dir() or (target.exists() and not target.is_file()):
+        raise U2Error(f"{target}: exists and is not a file; move it away")
+    return overwrite
 
 
 def _output_folders(out_dir: Path, parents: set[Path]) -> list[Path]:
@@ -470,7 +500,7 @@ def predict(runner: Runner, paths: Sequence[Path], out_dir: Path, *, mode: str =
     except U2Error as exc:
         if not report.written:
             raise
-        raise U2Error(f"{exc}; the {len(report.written)} masks written before it are kept") from None
+        raise U2Error(f"{exc}; kept the {plural(len(report.written), 'mask')} written before it") from None
     finally:
         report.seconds = time.perf_counter() - started
         bar.close()

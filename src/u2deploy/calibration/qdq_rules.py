@@ -22,52 +22,22 @@ the error only shows on a GPU, minutes into a build. The rules (TensorRT develop
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 from ..errors import U2Error
+from ..onnx_file import load_onnx
+from . import saturation
+from .qdq_graph import QdqGraph, Violation
 
 MIN_OPSET, MAX_OPSET = 13, 20
 Q_OPS = ("QuantizeLinear", "DequantizeLinear")
 OUTPUT_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0, "MatMul": 1}
 RULES = ("opset", "domain", "int8", "symmetric", "scale", "per-tensor-activations", "per-channel-axis",
          "bias", "pairs", "dedicated", "float-output")
-
-
-@dataclass(frozen=True)
-class Violation:
-    rule: str
-    node: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"[{self.rule}] {self.node}: {self.message}"
-
-
-class QdqGraph:
-    """A graph indexed for rule checks: constants by name, producer and consumers of every tensor."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.model = model
-        self.nodes = list(model.graph.node)
-        self.constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        for node in self.nodes:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-        self.producer = {out: n for n in self.nodes for out in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for node in self.nodes:
-            for name in node.input:
-                if name:
-                    self.consumers[name].append(node)
-        self.outputs = {o.name for o in model.graph.output}
-
-    def const(self, name: str) -> np.ndarray | None:
-        return self.constants.get(name)
 
 
 def _name(node: onnx.NodeProto) -> str:
@@ -200,33 +170,6 @@ def check_qdq(model: onnx.ModelProto | str | Path) -> list[Violation]:
     return found + _check_float_outputs(g)
 
 
-def load_onnx(path: str | Path) -> onnx.ModelProto:
-    """The model, parsed and passed through ``onnx.checker`` (full check): one-line errors otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise U2Error(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise U2Error(f"{path}: not an ONNX model (empty file)")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf raises DecodeError, onnx its own types
-        raise U2Error(f"{path}: not an ONNX model ({type(exc).__name__})") from None
-    if not model.graph.node:
-        raise U2Error(f"{path}: not an ONNX model (no graph)")
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:  # ValidationError, InferenceError, or protobuf's on a damaged message
-        lines = str(exc).strip().splitlines()
-        first = next((ln.strip() for ln in lines if ln.strip() and not ln.startswith("[")), "") or (
-            lines[0].strip() if lines else type(exc).__name__)
-        raise U2Error(f"{path}: not a valid ONNX model ({first[:160]})") from None
-    from ..engines.contract import non_text_field
-
-    if (field := non_text_field(model)) is not None:
-        raise U2Error(f"{path}: not a valid ONNX model ({field} is not UTF-8 text)")
-    return model
-
-
 QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                  "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QLinearConcat")
 
@@ -262,8 +205,6 @@ def report(violations: list[Violation], source: str, model: onnx.ModelProto | No
 
 def check_rules(path: str | Path, rules: str = "auto") -> tuple[str, bool]:
     """``u2export check-qdq``: the report for one rule set ("tensorrt", "cpu" or "auto"), and whether it passed."""
-    from . import saturation
-
     model = load_onnx(path)
     if rules == "auto":
         target = next((p.value for p in model.metadata_props if p.key == "quant_target"), "tensorrt")

@@ -48,13 +48,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .. import __version__, hardware
+from .. import __version__, formats, hardware
 from ..artifact import ArtifactSpec
 from ..engines.contract import check_contract
-from ..engines.onnxruntime import cpu_session, run_first_output
 from ..errors import Interrupted, U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
 from ..files import sha256_of as file_sha256
+from ..onnx_file import load_onnx
+from ..ort_session import cpu_session, run_first_output
 from ..validate.verify import DEFAULT_N, Verification, VerificationImages, choose_verification_images, verify
 from . import qdq_rewrites, qdq_rules, rewrites, saturation
 from .cache import CacheKey, load_partial, load_ranges, partial_path, save_partial, save_ranges
@@ -67,6 +68,7 @@ from .calibrate import (
     to_tensors_data,
 )
 from .dataset import DEFAULT_CALIB_DIR, DEFAULT_NUM, calibration_set, input_spec
+from .qdq_graph import Violation
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ class QuantizeResult:
     cache: Path
     excluded: list[str]
     verification: Verification
-    violations: list[qdq_rules.Violation]
+    violations: list[Violation]
     manifest: dict[str, str]
     rewritten_nodes: list[str] = field(default_factory=list)
     saturation_bounds: list[saturation.ChannelBound] = field(default_factory=list)
@@ -158,7 +160,7 @@ def load_source(path: str | Path, verb: str = "quantize") -> onnx.ModelProto:
     path = Path(path)
     if path.suffix.lower() != ".onnx" and path.is_file():
         raise U2Error(f"{path}: not an ONNX file (expected MODEL.onnx, as u2export onnx writes)")
-    model = qdq_rules.load_onnx(path)
+    model = load_onnx(path)
     check_contract(model, str(path))  # one float32 N×3×H×W input, an N×1×H×W first output
     spec = ArtifactSpec.from_metadata({p.key: p.value for p in model.metadata_props}, str(path))
     quantized = qdq_rules.quantized_nodes(model)
@@ -212,7 +214,9 @@ def _run(path: Path, x: np.ndarray, qdq_in_float: bool = False) -> np.ndarray:
 
 
 def default_output(source: Path, target: str) -> Path:
-    return source.with_name(f"{source.stem}_int8{'_trt' if target == 'tensorrt' else ''}.onnx")
+    """The format table's name for ONNX INT8; ``_trt`` marks a TensorRT-target graph, which the CPU should not run."""
+    path = formats.default_output("onnx", "int8", source)
+    return path.with_name(f"{path.stem}_trt.onnx") if target == "tensorrt" else path
 
 
 def default_cache(source: Path) -> Path:
@@ -244,25 +248,14 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
     accumulate in 32 bits (VNNI, AMX, ARM), saturating on other x86 CPUs (see :mod:`.saturation`).
     """
     started = time.perf_counter()
-    if target is None:
-        target, why = default_target()
-        log.info("--target %s (%s; pass --target to choose)", target, why)
-    if target not in TARGETS:
-        raise U2Error(f"--target {target}: expected one of {', '.join(TARGETS)}")
+    target = _checked_target(target)
     options = method_options(method)
     source = Path(onnx_path)
     model = load_source(source)
     spec = input_spec(model, source)
-    output = Path(output) if output is not None else default_output(source, target)
-    if output.resolve() == source.resolve():
-        raise U2Error(f"-o {output}: would overwrite the model being quantized")
-    check_writable(output)
+    output = _checked_output(source, output, target)
     cache = Path(cache) if cache is not None else default_cache(source)
-    recipe = recipe or RECIPES[target]
-    if vnni_only:
-        if target != "cpu":
-            raise U2Error("--vnni-only applies to --target cpu (TensorRT's int8 kernels do not saturate)")
-        recipe = replace(recipe, weight_range="int8")
+    recipe = _recipe_for(target, recipe, vnni_only)
     calib = calibration_set(calib_dir if calib_dir is not None else DEFAULT_CALIB_DIR, spec, num, seed)
     images = None if no_verify else choose_verification_images(
         Path(verify_images) if verify_images is not None else None, calib.folder, calib.files, n_verify)
@@ -277,60 +270,130 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
         prepared_model = onnx.load(str(prepared))
         excluded = list(dict.fromkeys([*(head_nodes(prepared_model) if keep_head_float else []), *exclude]))
         _check_excluded(prepared_model, list(exclude), source)
-
-        # Ranges come from the graph with every conv rewritten (exact, so the tensors it shares with
-        # the original get the same ranges): one cache serves both targets and any --exclude.
-        ranges = None if recalibrate else load_ranges(cache, key)
-        stats = None
-        if ranges is None:
-            calibration_graph = tmp / "calibration.onnx"
-            rewritten = onnx.ModelProto.FromString(prepared_model.SerializeToString())
-            rewrites.fit_convs_to_mlas(rewritten)
-            onnx.save(rewritten, str(calibration_graph))
-            batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
-            ranges, stats = _calibrate_resumably(calibration_graph, calib, method, batch, progress, cache, key,
-                                                 None if recalibrate else load_partial(cache, key))
-            save_ranges(cache, key, ranges, {"skipped": [str(p) for p, _ in calib.skipped],
-                                            "seconds": round(stats.seconds, 1)})
-            partial_path(cache).unlink(missing_ok=True)
-        else:
-            log.info("calibration ranges from %s (same model, preprocessing and images)", cache)
-        to_quantize, changed = prepared, []
-        if recipe.mlas_conv_shapes:
-            to_quantize = tmp / "rewritten.onnx"
-            changed = rewrites.fit_convs_to_mlas(prepared_model, skip=excluded)
-            onnx.save(prepared_model, str(to_quantize))
-        if recipe.shared_concat_ranges:
-            ranges = rewrites.shared_concat_ranges(prepared_model, ranges)
-        ort_cache = tmp / "ranges.json"
-        from onnxruntime.quantization.calibrate import save_tensors_data
-
-        save_tensors_data(to_tensors_data(ranges, method), ort_cache)
-
+        ranges, stats = _ranges(prepared_model, model, tmp, calib, method, cache, key, recalibrate, progress)
+        to_quantize, changed, ort_cache = _quantizer_inputs(prepared, prepared_model, tmp, recipe, excluded,
+                                                            ranges, method)
         with atomic_path(output) as out_tmp:
-            _quantize_with_ort(to_quantize, out_tmp, recipe, method, excluded, ort_cache)
-            quantized = onnx.load(str(out_tmp))
-            prune_opsets(quantized)
-            applied = [name for name, on in (("mlas_conv_shapes", bool(changed)),
-                                             ("shared_concat_ranges", recipe.shared_concat_ranges)) if on]
-            if recipe.ort_cpu_qdq and (after := qdq_rewrites.for_ort_cpu(quantized)):
-                changed, applied = changed + after, [*applied, "ort_cpu_qdq"]
+            quantized, changed, applied = _quantized_graph(to_quantize, out_tmp, recipe, method, excluded,
+                                                           ort_cache, changed)
             bounds = _check_saturation(quantized, output, vnni_only) if target == "cpu" else []
             manifest = _metadata(model, recipe, method, calib.describe(), stats,
                                  _float_nodes(quantized, excluded, changed), applied, key, bounds)
-            del quantized.metadata_props[:]
-            for k, v in manifest.items():
-                quantized.metadata_props.add(key=k, value=v)
-            quantized.producer_name, quantized.producer_version = "u2deploy", __version__
-            if target == "tensorrt":
-                dedicate_qdq_pairs(quantized)
-            violations = qdq_rules.check_qdq(quantized) if target == "tensorrt" else []
-            if violations:
-                raise U2Error(qdq_rules.report(violations, str(output), quantized).replace("\n", ";"))
-            onnx.save(quantized, str(out_tmp))
+            violations = _stamp(quantized, out_tmp, output, manifest, target)
             verification = _verify(source, out_tmp, output.name, images, calib.spec, target,
                                    vnni_only and hardware.int8_saturates() is True)
             verification.raise_if_failed(output)
+    size_bytes = _write_manifest(output, manifest, source, recipe, excluded, changed, cache, stats, verification,
+                                 target, bounds)
+    return QuantizeResult(path=output, target=target, method=method, seconds=time.perf_counter() - started,
+                          size_bytes=size_bytes, source_size_bytes=source.stat().st_size, calibration=stats,
+                          cache=cache, excluded=excluded, verification=verification, violations=violations,
+                          manifest=manifest, rewritten_nodes=changed, saturation_bounds=bounds, source=source)
+
+
+def _checked_target(target: str | None) -> str:
+    if target is None:
+        target, why = default_target()
+        log.info("--target %s (%s; pass --target to choose)", target, why)
+    if target not in TARGETS:
+        raise U2Error(f"--target {target}: expected one of {', '.join(TARGETS)}")
+    return target
+
+
+def _checked_output(source: Path, output: str | Path | None, target: str) -> Path:
+    output = Path(output) if output is not None else default_output(source, target)
+    if output.resolve() == source.resolve():
+        raise U2Error(f"-o {output}: would overwrite the model being quantized")
+    check_writable(output)
+    return output
+
+
+def _recipe_for(target: str, recipe: Recipe | None, vnni_only: bool) -> Recipe:
+    recipe = recipe or RECIPES[target]
+    if vnni_only:
+        if target != "cpu":
+            raise U2Error("--vnni-only applies to --target cpu (TensorRT's int8 kernels do not saturate)")
+        recipe = replace(recipe, weight_range="int8")
+    return recipe
+
+
+def _ranges(prepared_model: onnx.ModelProto, model: onnx.ModelProto, tmp: Path, calib, method: str, cache: Path,
+            key: CacheKey, recalibrate: bool, progress: bool) -> tuple[dict, CalibrationStats | None]:
+    """The calibrated ranges, from the cache where it holds them for this key, and the calibration's
+    stats (None from the cache).
+
+    Ranges come from the graph with every conv rewritten (exact, so the tensors it shares with the
+    original get the same ranges): one cache serves both targets and any ``--exclude``.
+    """
+    ranges = None if recalibrate else load_ranges(cache, key)
+    if ranges is not None:
+        log.info("calibration ranges from %s (same model, preprocessing and images)", cache)
+        return ranges, None
+    calibration_graph = tmp / "calibration.onnx"
+    rewritten = onnx.ModelProto.FromString(prepared_model.SerializeToString())
+    rewrites.fit_convs_to_mlas(rewritten)
+    onnx.save(rewritten, str(calibration_graph))
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
+    ranges, stats = _calibrate_resumably(calibration_graph, calib, method, batch, progress, cache, key,
+                                         None if recalibrate else load_partial(cache, key))
+    save_ranges(cache, key, ranges, {"skipped": [str(p) for p, _ in calib.skipped],
+                                    "seconds": round(stats.seconds, 1)})
+    partial_path(cache).unlink(missing_ok=True)
+    return ranges, stats
+
+
+def _quantizer_inputs(prepared: Path, prepared_model: onnx.ModelProto, tmp: Path, recipe: Recipe,
+                      excluded: list[str], ranges: dict, method: str) -> tuple[Path, list[str], Path]:
+    """The graph ONNX Runtime's quantizer reads (rewritten where the recipe asks), the nodes rewritten,
+    and the ranges written as its calibration cache."""
+    to_quantize, changed = prepared, []
+    if recipe.mlas_conv_shapes:
+        to_quantize = tmp / "rewritten.onnx"
+        changed = rewrites.fit_convs_to_mlas(prepared_model, skip=excluded)
+        onnx.save(prepared_model, str(to_quantize))
+    if recipe.shared_concat_ranges:
+        ranges = rewrites.shared_concat_ranges(prepared_model, ranges)
+    ort_cache = tmp / "ranges.json"
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    save_tensors_data(to_tensors_data(ranges, method), ort_cache)
+    return to_quantize, changed, ort_cache
+
+
+def _quantized_graph(to_quantize: Path, out_tmp: Path, recipe: Recipe, method: str, excluded: list[str],
+                     ort_cache: Path, changed: list[str]) -> tuple[onnx.ModelProto, list[str], list[str]]:
+    """ONNX Runtime's quantized graph, its opsets pruned and rewritten for ONNX Runtime's CPU kernels where
+    the recipe asks: (graph, every node rewritten, the rewrites applied)."""
+    _quantize_with_ort(to_quantize, out_tmp, recipe, method, excluded, ort_cache)
+    quantized = onnx.load(str(out_tmp))
+    prune_opsets(quantized)
+    applied = [name for name, on in (("mlas_conv_shapes", bool(changed)),
+                                     ("shared_concat_ranges", recipe.shared_concat_ranges)) if on]
+    if recipe.ort_cpu_qdq and (after := qdq_rewrites.for_ort_cpu(quantized)):
+        changed, applied = changed + after, [*applied, "ort_cpu_qdq"]
+    return quantized, changed, applied
+
+
+def _stamp(quantized: onnx.ModelProto, out_tmp: Path, output: Path, manifest: dict[str, str],
+           target: str) -> list[Violation]:
+    """The metadata written into the graph, a TensorRT graph held to its Q/DQ rules, the graph saved."""
+    del quantized.metadata_props[:]
+    for k, v in manifest.items():
+        quantized.metadata_props.add(key=k, value=v)
+    quantized.producer_name, quantized.producer_version = "u2deploy", __version__
+    if target == "tensorrt":
+        dedicate_qdq_pairs(quantized)
+    violations = qdq_rules.check_qdq(quantized) if target == "tensorrt" else []
+    if violations:
+        raise U2Error(qdq_rules.report(violations, str(output), quantized).replace("\n", ";"))
+    onnx.save(quantized, str(out_tmp))
+    return violations
+
+
+def _write_manifest(output: Path, manifest: dict[str, str], source: Path, recipe: Recipe, excluded: list[str],
+                    changed: list[str], cache: Path, stats: CalibrationStats | None, verification: Verification,
+                    target: str, bounds: list[saturation.ChannelBound]) -> int:
+    """``OUTPUT.json`` beside the written model; returns the model's size in bytes."""
     size_bytes = output.stat().st_size
     write_json(Path(f"{output}.json"), {
         **manifest, "file": output.name, "size_bytes": size_bytes, "source": str(source),
@@ -346,10 +409,7 @@ def quantize_model(onnx_path: str | Path, calib_dir: str | Path | None, output: 
                                  if target == "cpu" else "not checked (TensorRT does not saturate)"),
         "built_on": hardware.build_host(),
     })
-    return QuantizeResult(path=output, target=target, method=method, seconds=time.perf_counter() - started,
-                          size_bytes=size_bytes, source_size_bytes=source.stat().st_size, calibration=stats,
-                          cache=cache, excluded=excluded, verification=verification, violations=violations,
-                          manifest=manifest, rewritten_nodes=changed, saturation_bounds=bounds, source=source)
+    return size_bytes
 
 
 def _check_saturation(quantized: onnx.ModelProto, output: Path, vnni_only: bool) -> list[saturation.ChannelBound]:

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .qdq_rules import QdqGraph, Violation, load_onnx
+from ..onnx_file import load_onnx
+from .qdq_graph import QdqGraph, Violation
 
 U8_MAX = 255
 INT16_MAX = 32767

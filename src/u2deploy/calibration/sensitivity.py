@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..engines.onnxruntime import cpu_session, with_outputs
 from ..errors import U2Error
+from ..ort_session import cpu_session, with_outputs
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,8 @@ def report(errors: list[LayerError], top: int = 10) -> str:
 def sensitivity(float_path: Path, quantized_path: Path, calib_dir: Path, n: int = 4,
                 seed: int = 0) -> list[LayerError]:
     """Per-layer errors of ``quantized_path`` on ``n`` images sampled from ``calib_dir``."""
+    from ..onnx_file import load_onnx
     from .dataset import calibration_set, input_spec
-    from .qdq_rules import load_onnx
 
     float_model, quantized = load_onnx(float_path), load_onnx(quantized_path)
     calib = calibration_set(calib_dir, input_spec(float_model, float_path), n, seed, warn_below=0)

@@ -1,34 +1,101 @@
-"""What both CLIs share: one-line errors instead of tracebacks, and plain logging to stderr."""
+"""What both CLIs share: one-line errors (usage errors included) instead of tracebacks or boxes, plain help
+placeholders, and plain logging to stderr."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import typer
+from typer._click.core import Parameter  # typer vendors click from 0.29
+from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
 
 from ..errors import Interrupted, U2Error
 
 
-class _Command(typer.core.TyperCommand):
-    """Help that shows an on/off switch as a switch, without a ``<bool>`` value placeholder."""
+def _plain(label: str) -> str:
+    """typer's ``<list[Path]>`` → ``<path>...``; ``<int range>`` → ``<int>`` (the bounds are printed beside it)."""
+    listed = re.fullmatch(r"<list\[(\w+)\]>", label)
+    return f"<{listed[1].lower()}>..." if listed else label.replace(" range>", ">")
+
+
+class _Option(typer.core.TyperOption):
+    def display_type(self, ctx) -> str:
+        return "" if self.is_flag else _plain(super().display_type(ctx))  # a switch takes no value
+
+
+class _Argument(typer.core.TyperArgument):
+    def display_type(self, ctx) -> str:
+        return _plain(super().display_type(ctx)).removesuffix("...")  # the name is already "artifacts..."
+
+
+def _with_plain_type(param: Parameter) -> Parameter:
+    """The same parameter, its help showing plain value placeholders (typer builds exactly these two classes)."""
+    for typer_class, plain in ((typer.core.TyperOption, _Option), (typer.core.TyperArgument, _Argument)):
+        if type(param) is typer_class:
+            param.__class__ = plain
+    return param
+
+
+class _PlainHelp:
+    """Help with plain value placeholders; usage errors in one line (exit 1) instead of a boxed usage message."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
+            _with_plain_type(param)
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
+        return _with_plain_type(option) if option is not None else None
+
+    def make_context(self, *args, **kwargs):
+        with _usage_errors_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _usage_errors_in_one_line():
+            return super().invoke(ctx)
+
+
+class _Command(_PlainHelp, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_PlainHelp, typer.core.TyperGroup):
+    pass
+
+
+@contextmanager
+def _usage_errors_in_one_line() -> Iterator[None]:
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise  # the help, printed as click does
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "error"
+        typer.echo(f"{where}: {_usage_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _usage_line(exc: UsageError) -> str:
+    """Click's message on one line, lower-cased like the CLIs' other errors; its suggestions kept."""
+    if isinstance(exc, NoSuchOption):
+        line = f"no such option {exc.option_name}"
+        if exc.possibilities:
+            *most, last = exc.possibilities
+            line += f" (did you mean {', '.join(most) + ' or ' if most else ''}{last}?)"
+        return line
+    line = " ".join(exc.format_message().split()).rstrip(".")
+    line = re.sub(r"\. Did you mean (.+)\?$", r" (did you mean \1?)", line)  # typer's hint on a command name
+    return line[:1].lower() + line[1:] if line[1:2].islower() else line
 
 
 def new_app(name: str, help: str) -> typer.Typer:
-    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False,
+    app = typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False, cls=_Group,
                       pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
     app.callback()(_subcommands)
     register = app.command
@@ -52,7 +119,8 @@ def _subcommands(
 
 
 def run(app: typer.Typer, prog: str) -> Callable[[], None]:
-    """The console-script entry point: U2Error (and Ctrl-C) become one line and a non-zero exit."""
+    """The console-script entry point: U2Error (and Ctrl-C) become one line and a non-zero exit (usage errors
+    already did, in the command classes above)."""
 
     def main() -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

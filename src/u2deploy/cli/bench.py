@@ -8,15 +8,18 @@ from typing import Annotated
 import typer
 
 from ..formats import BACKEND_NAMES, FORMATS
+from ..plural import plural
 from ..sizes import parse_size
 from ._common import new_app, run
 
 BACKEND_HELP = (f"auto (the format's default) or one of {', '.join(BACKEND_NAMES)}; "
                 + "; ".join(f"{f.name} runs on {' or '.join(f.backends)}" for f in FORMATS if len(f.backends) > 1)
                 + ".")
-MODEL_HELP = "torch:full, torch:small, or a " + ", ".join(f.suffix for f in FORMATS if f.suffix) + " file"
+MODEL_HELP = ("torch:full, torch:small, a " + ", ".join(f.suffix for f in FORMATS if f.suffix not in ("", "/"))
+              + " file, or a u2export web site folder")
 
-app = new_app("u2bench", "Run, evaluate and time U²-Net artifacts (PyTorch, ONNX, TensorRT).")
+app = new_app("u2bench", "Run, evaluate and time U²-Net artifacts on PyTorch, ONNX Runtime, OpenVINO, TensorRT "
+                          "and in the browser.")
 
 
 @app.command("eval")
@@ -261,7 +264,7 @@ def predict_command(
                                    on_error=say, threshold=threshold, background=color, streams=n_streams)
     except KeyboardInterrupt as exc:
         written = len(exc.report.written) if isinstance(exc, p.PredictInterrupted) else 0
-        say(f"interrupted: {written} masks written to {output} and kept"
+        say(f"interrupted: {plural(written, 'mask')} written to {output} and kept"
             + (" · rerun with --skip-existing to resume" if written else ""))
         raise typer.Exit(130) from None
     typer.echo(report.summary(output, len(scan_skipped)))

@@ -1,4 +1,6 @@
-"""`u2export`: turn the PyTorch network into deployable artifacts (ONNX, FP16, INT8, TensorRT)."""
+"""`u2export`: turn the PyTorch network into deployable artifacts (ONNX FP32/FP16/INT8, OpenVINO, TensorRT,
+a Triton model repository, a browser site). Each command is one stage's library call; the default output
+names are the format table's (:mod:`u2deploy.formats`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import typer
 
 from ._common import new_app, run
 
-app = new_app("u2export", "Export U²-Net to ONNX, FP16/INT8 ONNX and TensorRT engines, verified.")
+app = new_app("u2export", "Export U²-Net to ONNX (FP32, FP16, INT8), OpenVINO, TensorRT, a Triton model "
+                          "repository or a browser site, each verified.")
 
 
 @app.command("trt")
@@ -106,8 +109,10 @@ def onnx_command(
     verify_images: Annotated[Path | None, typer.Option(
         "--verify-images", help="Images to verify on (default: held-out ECSSD if present, else generated).")
     ] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Default: u2netp.onnx / u2net.onnx.")
-                      ] = None,
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Default: u2netp.onnx / u2net.onnx. An existing file there is replaced: it is the "
+                               "output you named (u2bench predict and u2export triton refuse without --overwrite).")
+    ] = None,
 ) -> None:
     """Export to ONNX, check, simplify, verify against PyTorch (nothing written if max|Δ| > 1e-4, mean|Δ| > 0.001)."""
     from ..export.onnx import export_onnx
@@ -199,9 +204,19 @@ def openvino_command(
 @app.command("formats")
 def formats_command() -> None:
     """The formats u2export builds and u2bench runs: backends (installed or not), devices, build commands."""
-    from ..formats import describe
+    import typer.main
 
-    typer.echo(describe())
+    from ..formats import FORMATS, describe
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    names = dict.fromkeys(name for f in FORMATS for name in f.commands)
+    typer.echo(describe({name: command_options(commands[name]) for name in names}))
+
+
+def command_options(command: typer.core.TyperCommand) -> list[str]:  # type: ignore[name-defined]
+    """A command's options as it declares them (its long names), which ``u2export formats`` lists."""
+    return [next((o for o in p.opts if o.startswith("--")), p.opts[0]) for p in command.params
+            if p.param_type_name == "option" and p.name != "help"]
 
 
 @app.command("fp16")
@@ -269,8 +284,9 @@ def triton_command(
 def web_command(
     model: Annotated[Path, typer.Argument(
         help="ONNX artifact (from u2export onnx, fp16, or quantize --target cpu).")],
-    output: Annotated[Path, typer.Option(
-        "-o", "--output", help="Site folder to write (an existing site is replaced only with --overwrite).")],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="Site folder to write (default MODEL_web/ beside MODEL; an existing site is replaced "
+                               "only with --overwrite).")] = None,
     ort_web: Annotated[Path | None, typer.Option(
         "--ort-web", help="onnxruntime-web's dist folder, npm-installed at the release pinned in "
                           "u2deploy/export/web/package.json (default: ./node_modules/onnxruntime-web/dist, "
@@ -286,7 +302,7 @@ def web_command(
     """A static site that removes backgrounds in the browser (onnxruntime-web), the masks equal u2bench predict's."""
     from ..export.web import export_web
 
-    site = export_web(model, output, ort_web=ort_web, overwrite=overwrite, webgpu=webgpu)
+    site = export_web(model, output, ort_web=ort_web, overwrite=overwrite, webgpu=webgpu)  # output None: the table's
     typer.echo(site.status_line())
     if serve:
         from ..export.web.serve import serve_forever

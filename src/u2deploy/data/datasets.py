@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import U2Error
+from ..plural import plural
 from .images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,8 @@ def files_by_stem(folder: str | Path) -> dict[str, Path]:
     if not files:
         raise U2Error(f"{folder}: no image files in this folder")
     if duplicates:
-        log.warning("%s: %d files share a stem with another (ignored, first: %s)",
-                    folder, len(duplicates), duplicates[0].name)
+        log.warning("%s: ignored %s whose stem another file has (first: %s)",
+                    folder, plural(len(duplicates), "file"), duplicates[0].name)
     return files
 
 

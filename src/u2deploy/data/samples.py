@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..plural import plural
 from .images import list_images, read_image
 
 ECSSD_HELD_OUT = range(801, 1001)  # 0001-0800 train the demo weights and calibrate; never evaluate on them
@@ -69,7 +70,7 @@ def verification_images(n: int = 8, folder: str | Path | None = None) -> tuple[l
     :func:`u2deploy.validate.verify.choose_verification_images`, which also leaves out calibration images)."""
     if folder is not None:
         paths = spread(list_images(folder), n)
-        return [read_image(p) for p in paths], f"{len(paths)} images from {folder}"
+        return [read_image(p) for p in paths], f"{plural(len(paths), 'image')} from {folder}"
     paths = held_out_ecssd()
     if len(paths) == len(ECSSD_HELD_OUT):
         return [read_image(p) for p in spread(paths, n)], f"{n} ECSSD images (0801-1000)"

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .. import hardware
 from ..artifact import ArtifactSpec
 from ..errors import U2Error
+from ..onnx_file import read_metadata
+from ..ort_session import QDQ_IN_FLOAT, load_session, ort_error_line, ort_errors
 from .base import ArtifactInfo, Runner
 from .contract import check_contract
 
-if TYPE_CHECKING:  # onnx (~0.3 s to import) is for the export stages' helpers below; the runner never needs it
-    import onnx
-
 log = logging.getLogger(__name__)
-# Q/DQ pairs run as written around float ops, instead of being fused into ONNX Runtime's integer kernels.
-QDQ_IN_FLOAT = ("session.disable_quant_qdq", "1")
 
 _PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -65,19 +61,18 @@ class OnnxRuntimeRunner(Runner):
         if wanted[0] not in ort.get_available_providers():
             raise U2Error(f"{wanted[0]} is not available in this onnxruntime "
                           f"(install onnxruntime-gpu instead of onnxruntime on a CUDA machine)")
+        metadata = read_metadata(path)  # what the artifact is decides how to load it: one session, built once
+        spec = ArtifactSpec.from_metadata(metadata, str(path))
+        self.emulated = emulates_tensorrt(spec, provider)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.threads = threads
-        self.session = _load(path, options, wanted)
-        check_contract(self.session, str(path))
-        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        spec = ArtifactSpec.from_metadata(metadata, str(path))
-        self.emulated = emulates_tensorrt(spec, provider)
-        if self.emulated:  # the metadata is known only once loaded: load again, Q/DQ in float
+        if self.emulated:
             options.add_session_config_entry(*QDQ_IN_FLOAT)
-            self.session = _load(path, options, wanted)
+        self.threads = threads
+        self.session = load_session(path, options, wanted)
+        check_contract(self.session, str(path))
         warn_if_saturating(path, spec, provider)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -101,7 +96,13 @@ class OnnxRuntimeRunner(Runner):
         return cls(path, device, threads)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        try:
+            outs = self.session.run(None, {self.input_name: x})
+        except ort_errors() as exc:
+            shape = "×".join(map(str, x.shape))
+            raise U2Error(f"{self.info.path}: ONNX Runtime cannot run it on a {shape} batch "
+                          f"({ort_error_line(exc)})") from None
         return {name: np.asarray(o, dtype=np.float32) for name, o in zip(self.info.output_names, outs)}
 
     def settings(self) -> dict[str, Any]:
@@ -113,61 +114,3 @@ class OnnxRuntimeRunner(Runner):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
-
-
-def _load(path: Path, options, providers: list[str]):
-    import onnxruntime as ort
-
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:  # ORT raises its own exception types per failure
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise U2Error(f"{path}: ONNX Runtime cannot load it ({first[:200]})") from None
-
-
-def cpu_session(model: str | Path | bytes | onnx.ModelProto, optimise: bool = True, qdq_in_float: bool = False):
-    """A quiet CPU session: what the export and precision stages verify their graphs with.
-
-    ``optimise=False`` keeps every node as written, so intermediate tensors keep their names and
-    Q/DQ or FP16-rounding nodes are not fused away. ``qdq_in_float`` runs Q/DQ pairs as such around
-    float ops instead of ONNX Runtime's integer kernels: TensorRT's arithmetic, on any CPU.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if not optimise:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if qdq_in_float:
-        options.add_session_config_entry(*QDQ_IN_FLOAT)
-    import onnx
-
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else (
-        model if isinstance(model, bytes) else str(model))
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-
-def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
-    """A copy of ``model`` that also outputs the float tensors ``names``, to read them in one run."""
-    import onnx
-
-    probe = onnx.ModelProto.FromString(model.SerializeToString())
-    existing = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                              for name in dict.fromkeys(names) if name not in existing)
-    return probe
-
-
-def run_first_output(session, x: np.ndarray, batch: int | None = None) -> np.ndarray:
-    """The first output for every row of ``x``; a static-batch model runs in chunks of its batch, padded."""
-    inp = session.get_inputs()[0]
-    static = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
-    step = batch or static or len(x)
-    outs = []
-    for start in range(0, len(x), step):
-        chunk = x[start:start + step]
-        pad = step - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-        outs.append(np.asarray(session.run(None, {inp.name: chunk})[0], dtype=np.float32)[:step - pad])
-    return np.concatenate(outs)

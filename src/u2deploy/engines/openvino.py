@@ -49,7 +49,7 @@ class OpenVinoRunner(Runner):
         try:
             import openvino as ov
         except ImportError:
-            raise U2Error(f"{path}: OpenVINO is not installed (pip install 'u2deploy[openvino]')") from None
+            raise U2Error(f"{path}: OpenVINO is not installed (pip install -e '.[openvino]')") from None
         if hint not in HINTS:
             raise U2Error(f"--hint {hint}: expected one of {', '.join(HINTS)}")
         core = ov.Core()

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # The releases supported, as a pip requirement: 8.6, every 10.x and every 11.x, not 9.x.
 # TrtVersion.family accepts exactly these; pyproject.toml's gpu extra says the same.
 TENSORRT_REQUIREMENT = "tensorrt>=8.6,!=9.*,<12"
-INSTALL_HINT = ("on a CUDA machine: pip install 'u2deploy[gpu]' (tensorrt 8.6, 10.x or 11.x and cuda-python; "
+INSTALL_HINT = ("on a CUDA machine: pip install -e '.[gpu]' (tensorrt 8.6, 10.x or 11.x and cuda-python; "
                 "and onnxruntime-gpu in place of onnxruntime)")
 PASCAL_HINT = "TensorRT 8.6 is the last release for Pascal GPUs: pip install tensorrt==8.6.1 cuda-python"
 
@@ -72,9 +72,9 @@ class TrtVersion:
             return "11"
         if self.major < 8 or (self.major == 8 and self.minor < 6):
             raise U2Error(f"TensorRT {self} is too old: the name-based tensor API (set_tensor_address, "
-                          "execute_async_v3) needs 8.6 or later; pip install 'u2deploy[gpu]'")
+                          "execute_async_v3) needs 8.6 or later; pip install -e '.[gpu]'")
         raise U2Error(f"TensorRT {self} is not supported: this code was checked against 8.6, 10.x and 11.x "
-                      f"({TENSORRT_REQUIREMENT}); pip install 'u2deploy[gpu]'")
+                      f"({TENSORRT_REQUIREMENT}); pip install -e '.[gpu]'")
 
     @property
     def strongly_typed_only(self) -> bool:

@@ -31,11 +31,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import __version__, hardware
+from .. import __version__, formats, hardware
 from ..artifact import ArtifactSpec
-from ..engines.onnxruntime import cpu_session, run_first_output, with_outputs
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
+from ..ort_session import cpu_session, run_first_output, with_outputs
+from ..plural import plural
 from ..validate.verify import Bound, Verification, VerificationImages, choose_verification_images, compare
 
 FP16_MAX = 65504.0
@@ -75,7 +76,7 @@ class Fp16Result:
                        f"{ort_cpu.max_abs:.2g}, mean|Δ| {ort_cpu.mean_abs:.2g}; "
                        f"bound mean|Δ| ≤ {v.bound.mean_abs:g}: pass")
         return (f"converted {self.path} ({human_size(self.size_bytes)}, {ratio:.2f}× the FP32 file) in "
-                f"{self.seconds:.0f} s · {len(self.fp32_nodes)} nodes kept FP32 · "
+                f"{self.seconds:.0f} s · {plural(len(self.fp32_nodes), 'node')} kept FP32 · "
                 f"max |activation| {self.max_activation:.3g} (FP16 max 65504) · {checked} · "
                 f"next: u2bench latency --model {self.source} --model {self.path} --paired")
 
@@ -269,7 +270,7 @@ def _range_images(model: onnx.ModelProto, path: Path, calib_dir: Path | None,
     if calib_dir is not None:
         calib = CalibrationSet(calib_dir, sample_images(calib_dir, n, seed=0), spec, seed=0, requested=n)
         x = np.concatenate(list(calib.batches(1)))
-        return x, f"{len(x)} images from {calib_dir}", list(calib.files)
+        return x, f"{plural(len(x), 'image')} from {calib_dir}", list(calib.files)
     chosen = choose_verification_images(n=n, generated_seed=1)
     return chosen.inputs(spec.size, spec.mean, spec.std), chosen.description, list(chosen.paths)
 
@@ -302,7 +303,7 @@ def convert_fp16_model(onnx_path: str | Path, output: str | Path | None = None, 
     started = time.perf_counter()
     source = Path(onnx_path)
     model = _load_fp32(source)
-    output = Path(output) if output is not None else source.with_name(f"{source.stem}_fp16.onnx")
+    output = Path(output) if output is not None else formats.default_output("onnx", "fp16", source)
     if output.resolve() == source.resolve():
         raise U2Error(f"-o {output}: would overwrite the model being converted")
     keep = list(keep)

@@ -24,13 +24,13 @@ import torch
 from .. import __version__, hardware
 from ..artifact import ArtifactSpec
 from ..data import preprocess
-from ..engines.onnxruntime import cpu_session, run_first_output
 from ..errors import U2Error
 from ..files import atomic_path, check_writable, human_size, write_json
 from ..model.deploy import DeployModel
 from ..model.weights import LoadedWeights, load_model
+from ..ort_session import cpu_session, run_outputs
 from ..validate import Comparison, compare_maps, tolerance_for
-from ..validate.verify import Bound, Verification, choose_verification_images
+from ..validate.verify import Bound, Verification, VerificationImages, choose_verification_images
 
 MIN_OPSET = 11  # opset 10's Resize has no coordinate_transformation_mode: no half-pixel bilinear
 MAX_OPSET = 20  # the TorchScript exporter's ceiling in torch 2.x
@@ -88,9 +88,12 @@ def _dynamic_axes(names: Sequence[str], batch: bool, hw: bool) -> dict[str, dict
     return {name: dict(axes) for name in (INPUT_NAME, *names)} if axes else None
 
 
-def _torch_d0(model: DeployModel, x: np.ndarray) -> np.ndarray:
+def _torch_outputs(model: DeployModel, x: np.ndarray) -> dict[str, np.ndarray]:
+    """PyTorch's outputs by the names the export gives them: d0 alone (``saliency``), or d0 … d6."""
     with torch.inference_mode():
-        return model.net(torch.from_numpy(x))[0].numpy()
+        out = model(torch.from_numpy(x))
+    maps = [out] if isinstance(out, torch.Tensor) else list(out)
+    return {name: m.numpy() for name, m in zip(model.output_names, maps, strict=True)}
 
 
 def _metadata(loaded: LoadedWeights, size: tuple[int, int], opset: int, outputs: str,
@@ -114,6 +117,35 @@ def export_onnx(variant: str | None = "small", weights: str | Path | None = None
                 verify_images_dir: str | Path | None = None, n_verify: int = 8) -> OnnxExportResult:
     """Run the whole ONNX stage; raise :class:`U2Error` (and leave no file) if any step fails."""
     started = time.perf_counter()
+    _check_options(opset, batch, dynamic_batch, outputs)
+    loaded = load_model(variant, weights)
+    size = _checked_size(size or loaded.info.input_size)
+    output = Path(output) if output is not None else default_output(loaded.info.variant)
+    check_writable(output)
+    model = DeployModel(loaded.net, outputs).eval()
+    chosen = choose_verification_images(Path(verify_images_dir) if verify_images_dir else None, n=n_verify)
+    x = chosen.inputs(size, loaded.info.mean, loaded.info.std)
+    with atomic_path(output) as tmp:
+        graph = _export(model, tmp, output, batch, size, opset, dynamic_batch, dynamic_hw)
+        nodes_exported = len(graph.graph.node)
+        simplify_check = None
+        if simplify:
+            # Two images suffice to show the rewrite kept the function; PyTorch parity below uses all.
+            graph, simplify_check = _simplify(graph, tmp, x[:max(2, batch)], None if dynamic_batch else batch,
+                                              tolerance_for("fp32").max_abs)
+        graph = _finish(graph, tmp, _metadata(loaded, size, opset, outputs, dynamic_batch, dynamic_hw, batch))
+        verification = _verify_against_torch(model, tmp, output, chosen, x, loaded, size,
+                                              None if dynamic_batch else batch, dynamic_hw)
+        verification.raise_if_failed(output)
+    manifest = {p.key: p.value for p in graph.metadata_props}
+    size_bytes = _write_manifest(output, manifest, nodes_exported, len(graph.graph.node), verification)
+    return OnnxExportResult(path=output, manifest=manifest, seconds=time.perf_counter() - started,
+                            size_bytes=size_bytes, nodes_exported=nodes_exported,
+                            nodes_final=len(graph.graph.node), verification=verification,
+                            simplify_check=simplify_check)
+
+
+def _check_options(opset: int, batch: int, dynamic_batch: bool, outputs: str) -> None:
     check_opset(opset)
     if batch < 1:
         raise U2Error(f"--batch {batch}: must be at least 1")
@@ -121,72 +153,73 @@ def export_onnx(variant: str | None = "small", weights: str | Path | None = None
         raise U2Error(f"--batch {batch} with --dynamic-batch: choose one (a dynamic-batch export takes any batch)")
     if outputs not in ("fused", "all"):
         raise U2Error(f"--outputs {outputs}: expected fused or all")
-    loaded = load_model(variant, weights)
-    size = size or loaded.info.input_size
+
+
+def _checked_size(size: tuple[int, int]) -> tuple[int, int]:
     if min(size) < 32:
         raise U2Error(f"--size {size[0]}x{size[1]}: U²-Net pools five times; use at least 32 pixels")
-    output = Path(output) if output is not None else default_output(loaded.info.variant)
-    check_writable(output)
+    return size
 
-    model = DeployModel(loaded.net, outputs).eval()
+
+def _export(model: DeployModel, tmp: Path, output: Path, batch: int, size: tuple[int, int], opset: int,
+            dynamic_batch: bool, dynamic_hw: bool) -> onnx.ModelProto:
+    """The TorchScript exporter's graph, written to ``tmp`` and passed through ``onnx.checker``."""
     names = model.output_names
-    example = torch.zeros(batch, 3, *size)
-    chosen = choose_verification_images(Path(verify_images_dir) if verify_images_dir else None, n=n_verify)
-    images = chosen.images
-    x = chosen.inputs(size, loaded.info.mean, loaded.info.std)
-    fp32 = tolerance_for("fp32")
-    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's warnings are about Python-side shape math
+        torch.onnx.export(model, (torch.zeros(batch, 3, *size),), str(tmp), input_names=[INPUT_NAME],
+                          output_names=list(names), opset_version=opset, do_constant_folding=True, dynamo=False,
+                          dynamic_axes=_dynamic_axes(names, dynamic_batch, dynamic_hw))
+    graph = onnx.load(str(tmp))
+    _check(graph, output)
+    return graph
 
-    with atomic_path(output) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's warnings are about Python-side shape math
-            torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=list(names),
-                              opset_version=opset, do_constant_folding=True, dynamo=False,
-                              dynamic_axes=_dynamic_axes(names, dynamic_batch, dynamic_hw))
-        graph = onnx.load(str(tmp))
-        nodes_exported = len(graph.graph.node)
-        _check(graph, output)
-        simplify_check = None
-        if simplify:
-            # Two images suffice to show the rewrite kept the function; PyTorch parity below uses all.
-            graph, simplify_check = _simplify(graph, tmp, x[:max(2, batch)], None if dynamic_batch else batch,
-                                              fp32.max_abs)
-        graph = onnx.shape_inference.infer_shapes(graph, check_type=True)
-        del graph.metadata_props[:]  # onnxsim's own bookkeeping; ours follows
-        for key, value in _metadata(loaded, size, opset, outputs, dynamic_batch, dynamic_hw, batch).items():
-            graph.metadata_props.add(key=key, value=value)
-        graph.producer_name, graph.producer_version = "u2deploy", __version__
-        onnx.save(graph, str(tmp))
 
-        session = cpu_session(tmp)
-        reference = _torch_d0(model, x)
-        static_batch = None if dynamic_batch else batch
-        checks = [(f"{len(x)} images at {size[0]}×{size[1]}",
-                   compare_maps(run_first_output(session, x, static_batch), reference, fp32.max_abs))]
-        if dynamic_batch:
-            for b in (1, min(16, len(x))):
-                checks.append((f"batch {b}", compare_maps(session.run(None, {INPUT_NAME: x[:b]})[0],
-                                                          reference[:b], fp32.max_abs)))
-        if dynamic_hw:
-            for other in ((size[0] * 3 // 4 + 5, size[1] * 5 // 4 + 3), (size[0] + 13, size[1] - 7)):
-                xo = preprocess.fast(images[:2], other, loaded.info.mean, loaded.info.std)
-                got = run_first_output(session, xo, static_batch)
-                checks.append((f"{other[0]}×{other[1]}", compare_maps(got, _torch_d0(model, xo), fp32.max_abs)))
-        verification = Verification(f"{output.name} (onnxruntime cpu)", "PyTorch (fp32)", Bound.for_precision("fp32"),
-                                    chosen, tuple(checks))
-        verification.raise_if_failed(output)
-        manifest = {k: v for k, v in ((p.key, p.value) for p in graph.metadata_props)}
+def _finish(graph: onnx.ModelProto, tmp: Path, metadata: dict[str, str]) -> onnx.ModelProto:
+    """Shapes inferred, our metadata in place of onnxsim's bookkeeping, saved to ``tmp``."""
+    graph = onnx.shape_inference.infer_shapes(graph, check_type=True)
+    del graph.metadata_props[:]
+    for key, value in metadata.items():
+        graph.metadata_props.add(key=key, value=value)
+    graph.producer_name, graph.producer_version = "u2deploy", __version__
+    onnx.save(graph, str(tmp))
+    return graph
+
+
+def _verify_against_torch(model: DeployModel, tmp: Path, output: Path, chosen: VerificationImages, x: np.ndarray,
+                          loaded: LoadedWeights, size: tuple[int, int], static_batch: int | None,
+                          dynamic_hw: bool) -> Verification:
+    """Every output of the written graph in ONNX Runtime against PyTorch's: on all images, then at the
+    other batch sizes and input sizes the graph was made dynamic for."""
+    session = cpu_session(tmp)
+    reference = _torch_outputs(model, x)
+    atol = tolerance_for("fp32").max_abs
+    checks = [(f"{len(x)} images at {size[0]}×{size[1]}",
+               compare_maps(run_outputs(session, x, static_batch), reference, atol))]
+    if static_batch is None:
+        for b in (1, min(16, len(x))):
+            got = dict(zip(reference, session.run(None, {INPUT_NAME: x[:b]}), strict=True))
+            checks.append((f"batch {b}", compare_maps(got, {k: v[:b] for k, v in reference.items()}, atol)))
+    if dynamic_hw:
+        for other in ((size[0] * 3 // 4 + 5, size[1] * 5 // 4 + 3), (size[0] + 13, size[1] - 7)):
+            xo = preprocess.fast(chosen.images[:2], other, loaded.info.mean, loaded.info.std)
+            checks.append((f"{other[0]}×{other[1]}",
+                           compare_maps(run_outputs(session, xo, static_batch), _torch_outputs(model, xo), atol)))
+    return Verification(f"{output.name} (onnxruntime cpu)", "PyTorch (fp32)", Bound.for_precision("fp32"),
+                        chosen, tuple(checks))
+
+
+def _write_manifest(output: Path, manifest: dict[str, str], nodes_exported: int, nodes_final: int,
+                    verification: Verification) -> int:
+    """``OUTPUT.json`` beside the written model; returns the model's size in bytes."""
     size_bytes = output.stat().st_size
     write_json(Path(f"{output}.json"), {
         **manifest, "file": output.name, "size_bytes": size_bytes,
-        "nodes": {"exported": nodes_exported, "final": len(graph.graph.node)},
+        "nodes": {"exported": nodes_exported, "final": nodes_final},
         "verification": verification.to_manifest(),
         "built_on": hardware.build_host(),
     })
-    return OnnxExportResult(path=output, manifest=manifest, seconds=time.perf_counter() - started,
-                            size_bytes=size_bytes, nodes_exported=nodes_exported,
-                            nodes_final=len(graph.graph.node), verification=verification,
-                            simplify_check=simplify_check, warnings=notes)
+    return size_bytes
 
 
 def _check(graph: onnx.ModelProto, output: Path) -> None:
@@ -201,13 +234,13 @@ def _simplify(graph: onnx.ModelProto, tmp: Path, x: np.ndarray, batch: int | Non
     """onnxsim, then the simplified graph checked against the exported one on the same inputs."""
     import onnxsim
 
-    before = run_first_output(cpu_session(tmp), x, batch)
+    before = run_outputs(cpu_session(tmp), x, batch)
     simplified, ok = onnxsim.simplify(graph)
     if not ok:
         raise U2Error(f"{tmp.name}: onnxsim could not validate the simplified graph; try --no-simplify")
     _check(simplified, tmp)
     onnx.save(simplified, str(tmp))
-    check = compare_maps(run_first_output(cpu_session(tmp), x, batch), before, atol)
+    check = compare_maps(run_outputs(cpu_session(tmp), x, batch), before, atol)
     if not check.passed:
         raise U2Error(f"simplified graph disagrees with the exported one: {check.summary()}; try --no-simplify")
     return simplified, check

@@ -14,24 +14,28 @@ spec in ``rt_info`` and a JSON manifest beside it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
 
-from .. import __version__, hardware
+from .. import __version__, formats, hardware
 from ..artifact import ArtifactSpec
 from ..calibration.dataset import DEFAULT_CALIB_DIR, DEFAULT_NUM, calibration_set, input_spec
-from ..calibration.qdq_rules import load_onnx, quantized_nodes
+from ..calibration.qdq_rules import quantized_nodes
 from ..calibration.quantize import head_nodes, load_source
-from ..engines.onnxruntime import cpu_session, run_first_output
 from ..engines.openvino import RT_INFO_KEY, OpenVinoRunner
 from ..errors import U2Error
 from ..files import check_writable, human_size, write_json
+from ..onnx_file import load_onnx
+from ..ort_session import cpu_session, run_first_output
 from ..validate.verify import DEFAULT_N, Verification, VerificationImages, choose_verification_images, verify
 
 
@@ -55,7 +59,7 @@ class OpenVinoResult:
 
 
 def default_output(source: Path, precision: str) -> Path:
-    return source.with_name(f"{source.stem}{'' if precision == 'fp32' else '_' + precision}_openvino.xml")
+    return formats.default_output("openvino", precision, source)
 
 
 def export_openvino(onnx_path: str | Path, output: str | Path | None = None, *, int8: bool = False,
@@ -70,7 +74,7 @@ def export_openvino(onnx_path: str | Path, output: str | Path | None = None, *, 
     try:
         import openvino as ov
     except ImportError:
-        raise U2Error("u2export openvino needs OpenVINO: pip install 'u2deploy[openvino]'") from None
+        raise U2Error("u2export openvino needs OpenVINO: pip install -e '.[openvino]'") from None
     started = time.perf_counter()
     if int8 and fp16:
         raise U2Error("--int8 and --fp16: choose one (INT8 keeps its float parts in FP32)")
@@ -170,14 +174,28 @@ def _quantize(ov_model, calib, float_nodes: list[str]):
     like_quantize = AdvancedQuantizationParameters(
         activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX, disable_bias_correction=True)
     try:
-        return nncf.quantize(ov_model, nncf.Dataset(batches), subset_size=len(batches),
-                             advanced_parameters=like_quantize,
-                             # OpenVINO splits an ONNX Conv into "<name>/WithoutBiases" and the bias Add "<name>"
-                             ignored_scope=nncf.IgnoredScope(patterns=[
-                                 re.escape(n) + "(/WithoutBiases)?" for n in float_nodes], validate=False))
+        with _nncf_warnings_only(nncf.nncf_logger):
+            return nncf.quantize(ov_model, nncf.Dataset(batches), subset_size=len(batches),
+                                 advanced_parameters=like_quantize,
+                                 # OpenVINO splits an ONNX Conv into "<name>/WithoutBiases" and the bias Add "<name>"
+                                 ignored_scope=nncf.IgnoredScope(patterns=[
+                                     re.escape(n) + "(/WithoutBiases)?" for n in float_nodes], validate=False))
     except Exception as exc:  # NNCF raises its own and OpenVINO's exception types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise U2Error(f"NNCF's quantizer failed ({first}); nothing written") from None
+
+
+@contextmanager
+def _nncf_warnings_only(nncf_logger: logging.Logger) -> Iterator[None]:
+    """NNCF logs its steps at INFO on stdout through its own handler, inside our output; warnings still show."""
+    saved = [(nncf_logger, nncf_logger.level), *((h, h.level) for h in nncf_logger.handlers)]
+    for item, level in saved:
+        item.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for item, level in saved:
+            item.setLevel(level)
 
 
 def _verify(source: Path, ir: Path, name: str, images: VerificationImages | None, spec, precision: str,

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import formats
 from ..artifact import ArtifactSpec
 from ..engines.trt_compat import TrtEnvironment, cuda_check, probe_environment
 from ..engines.trt_manifest import build_manifest, write_manifest
@@ -88,7 +89,7 @@ def base_name(onnx: Path | None, variant: str | None) -> str:
 
 def default_output(onnx: Path | None, variant: str | None, precision: str) -> Path:
     folder = Path(".") if onnx is None else Path(onnx).parent
-    return folder / f"{base_name(onnx, variant)}_{precision}.engine"
+    return formats.default_output("trt", precision, folder / base_name(onnx, variant))
 
 
 def build_folder(engine: Path) -> Path:

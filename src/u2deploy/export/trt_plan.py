@@ -37,6 +37,7 @@ from typing import Any
 from ..artifact import ArtifactSpec, resolve_input_size
 from ..engines.trt_compat import TrtVersion, check_gpu_supported, has_fast_fp16
 from ..errors import U2Error
+from ..plural import plural
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("auto", "qdq", "calibrator")
@@ -278,7 +279,7 @@ def describe_onnx(path: Path) -> SourceModel:
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
             for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or dims[1] not in (3, None):
-        raise U2Error(f"{path}: expected an N×3×H×W input, found {len(dims)} dimensions {dims}")
+        raise U2Error(f"{path}: expected an N×3×H×W input, found {plural(len(dims), 'dimension')} {dims}")
     ops = {node.op_type for node in graph.node}
     metadata = {p.key: p.value for p in model.metadata_props}
     fp16 = onnx.TensorProto.FLOAT16

@@ -5,7 +5,7 @@ and, in a weakly typed build, may run in FP16 what the ONNX keeps in FP32. So th
 serialized engine (from its temporary file, before the rename) on the verification images and compares
 its d0 maps with ONNX Runtime's on the ONNX the chain started from: the user's ``--onnx``, or the FP32
 ONNX a ``--variant`` build exported. A Q/DQ reference runs with its Q/DQ pairs in float (TensorRT's
-arithmetic, :func:`~u2deploy.engines.onnxruntime.cpu_session`). The bound is the engine precision's
+arithmetic, :func:`~u2deploy.ort_session.cpu_session`). The bound is the engine precision's
 map bound from the one table; the comparison is :func:`u2deploy.validate.verify.verify`'s.
 """
 
@@ -27,8 +27,8 @@ def verify_engine(env: TrtEnvironment, engine_file: Path, manifest: dict[str, An
     """``engine_file`` (described by ``manifest``, to be known as ``name``) against ``reference`` at
     ``precision``'s bound, both fed ``images`` at ``size`` with the source ONNX's mean and std;
     ``reference_kind`` is :func:`~u2deploy.export.trt_plan.describe_onnx`'s ("fp32", "fp16" or "qdq")."""
-    from ..engines.onnxruntime import cpu_session, run_first_output
     from ..engines.tensorrt import TensorRTRunner
+    from ..ort_session import cpu_session, run_first_output
 
     spec = ArtifactSpec.from_metadata((manifest.get("source_onnx") or {}).get("metadata") or {}, str(reference))
     x = images.inputs(size, spec.mean, spec.std)

@@ -1,9 +1,10 @@
 """The declared tolerances, per precision: used by every stage that verifies, and by ``u2bench parity``.
 
-Map-level ``max_abs`` bounds the raw fused probability map d0 (before min-max normalisation and
-8-bit rounding) against PyTorch FP32; only FP32 is held to it, since reduced precision changes
-individual pixels by design. ``mean_abs`` bounds the mean |Δ| of d0 over all pixels of all images at
-every precision; it is a chosen tolerance, set at twice the ΔMAE bound: a map that moves by that
+Map-level ``max_abs`` bounds the raw probability maps (before min-max normalisation and 8-bit
+rounding) against PyTorch FP32: the fused map d0, and d1 … d6 too where an artifact exports them
+(``u2export onnx --outputs all``). Only FP32 is held to it, since reduced precision changes
+individual pixels by design. ``mean_abs`` bounds the mean |Δ| of each map over all pixels of all
+images at every precision; it is a chosen tolerance, set at twice the ΔMAE bound: a map that moves by that
 much on average can move MAE by about as much (|MAE(p) − MAE(q)| ≤ mean|p − q| for maps compared
 directly; the min–max normalisation in between can amplify it), so a looser map bound would let
 the ΔMAE bound fail first and a tighter one would judge pixels no metric sees. The metric deltas

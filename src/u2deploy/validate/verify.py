@@ -22,7 +22,7 @@ The bounds are those of :mod:`.tolerances`: ``max_abs`` where the precision has 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,15 @@ from ..data.images import list_images, read_image
 from ..data.samples import ECSSD_HELD_OUT, generated_images, held_out_ecssd, spread
 from ..engines.base import Runner
 from ..errors import U2Error
-from .compare import Comparison, compare_maps
+from .compare import Comparison, Outputs, compare_maps
 from .tolerances import tolerance_for
 
 log = logging.getLogger(__name__)
 
 DEFAULT_N = 8
-# What verify() runs: a runner, a function from an N×3×H×W batch to d0 maps, or (reference only) the maps.
-Model = Runner | Callable[[np.ndarray], np.ndarray] | np.ndarray
+# What verify() runs: a runner, a function from an N×3×H×W batch to d0 maps or to outputs by name, or
+# (reference only) the maps.
+Model = Runner | Callable[[np.ndarray], Outputs] | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class Verification:
             return f"not verified ({self.skipped})"
         c = self.worst
         nan = f", {c.nonfinite} NaN/Inf" if c.nonfinite else ""
-        return f"max|Δ| {c.max_abs:.2g}, mean|Δ| {c.mean_abs:.2g}{nan}"
+        return f"max|Δ| {c.max_abs:.2g}, mean|Δ| {c.mean_abs:.2g}{c.outputs_note()}{nan}"
 
     def summary(self) -> str:
         """One line: what against what, on what, measured, the bound, the verdict."""
@@ -213,30 +214,32 @@ class Verification:
         c = self.worst
         record |= {"images": self.images.to_manifest() if self.images else None, "max_abs": c.max_abs,
                    "mean_abs": c.mean_abs, "p99_abs": c.p99_abs, "nonfinite": c.nonfinite}
+        if len(c.outputs) > 1:
+            record["outputs"] = list(c.outputs)
         if len(self.checks) > 1:
             record["checks"] = {what: {"max_abs": c.max_abs, "mean_abs": c.mean_abs, "nonfinite": c.nonfinite,
                                        "passed": self.bound.holds(c)} for what, c in self.checks}
         return record | self.notes
 
 
-def maps(model: Model, x: np.ndarray) -> np.ndarray:
-    """d0 maps of ``x`` from a runner (one image at a time, or its fixed batch, padded), a function or an array."""
+def maps(model: Model, x: np.ndarray) -> Outputs:
+    """The outputs of ``x``: a runner's every output by name (one image at a time, or its fixed batch,
+    padded); a function's result (its outputs by name, or d0 maps); an array as it is (d0 maps)."""
     if isinstance(model, np.ndarray):
         return model
     if not isinstance(model, Runner):
-        return np.asarray(model(x), dtype=np.float32)
+        out = model(x)
+        return out if isinstance(out, Mapping) else np.asarray(out, dtype=np.float32)
     step = max(1, model.info.batch_range[0] if model.info.batch_range else 1)
     padded = np.concatenate([x, np.repeat(x[-1:], -len(x) % step, axis=0)])  # whole batches of a fixed-batch runner
-    out = [np.asarray(model.saliency(padded[i:i + step]), dtype=np.float32) for i in range(0, len(padded), step)]
-    return np.concatenate(out)[:len(x)]
+    runs = [model.infer(padded[i:i + step]) for i in range(0, len(padded), step)]
+    return {name: np.concatenate([np.asarray(r[name], dtype=np.float32) for r in runs])[:len(x)] for name in runs[0]}
 
 
 def compare(candidate: Model, reference: Model, x: np.ndarray, precision: str) -> Comparison:
-    """One comparison of two models' d0 maps on ``x`` (the table's max|Δ| as the element-wise atol)."""
-    got, want = maps(candidate, x), maps(reference, x)
-    if got.shape != want.shape:
-        raise U2Error(f"the candidate's maps are {got.shape}, the reference's {want.shape}: not comparable")
-    return compare_maps(got, want, tolerance_for(precision).max_abs)
+    """One comparison of two models' outputs on ``x``: every output where both give them all, else d0
+    (:func:`~u2deploy.validate.compare.compare_maps`), the table's max|Δ| as the element-wise atol."""
+    return compare_maps(maps(candidate, x), maps(reference, x), tolerance_for(precision).max_abs)
 
 
 def verify(candidate: Model, reference: Model, inputs: np.ndarray, precision: str, *,

@@ -22,18 +22,22 @@ CACHE_VERSION = 1
 
 
 def artifact_files(path: Path) -> list[Path]:
-    """The files of an artifact: an OpenVINO IR is its .xml and its .bin."""
+    """The files of an artifact: an OpenVINO IR is its .xml and its .bin, a site every file in its folder."""
+    if path.is_dir():
+        return sorted(f for f in path.rglob("*") if f.is_file())
     return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
 
 
 def files_sha256(path: Path) -> str | None:
-    """sha256 of an artifact's files; None if one is missing."""
+    """sha256 of an artifact's files (with their names, for a folder); None if one is missing."""
     files = artifact_files(path)
-    if not all(f.is_file() for f in files):
+    if not files or not all(f.is_file() for f in files):
         return None
-    if len(files) == 1:
+    if files == [path]:
         return sha256_of(path)
-    return hashlib.sha256("".join(sha256_of(f) for f in files).encode()).hexdigest()
+    named = path.is_dir()  # a site: a renamed file is another site
+    return hashlib.sha256("".join((f"{f.relative_to(path)}:" if named else "") + sha256_of(f) for f in files)
+                          .encode()).hexdigest()
 
 
 class ArtifactCache:

@@ -8,6 +8,7 @@ from pathlib import Path
 from ... import hardware
 from ...files import atomic_path, check_destinations
 from ...formats import by_key
+from ...plural import plural
 from ..plots import check_plot_path, plot_pr_curves, pyplot, save_figure
 from ..report import markdown_table, text_table
 from ..stats import format_ms
@@ -53,7 +54,7 @@ def cells(row: Row) -> list[str]:
 def _measured_on(result: BenchmarkResult, row: Row) -> str:
     if row.device == "cuda" and result.hardware.get("gpu"):
         return f"{result.hardware['gpu']['name']} (host {hardware.isa_line(result.hardware['cpu'])})"
-    return f"{hardware.isa_line(result.hardware['cpu'])}, {result.hardware.get('threads_used')} threads"
+    return f"{hardware.isa_line(result.hardware['cpu'])}, {plural(result.hardware.get('threads_used'), 'thread')}"
 
 
 def ship_line(result: BenchmarkResult) -> str:
@@ -87,9 +88,10 @@ def _lines_below(result: BenchmarkResult) -> list[str]:
 
 def _caption(result: BenchmarkResult) -> str:
     model = result.timing.get("model", {})
-    return (f"{result.dataset}: {result.n_images} images at {result.size[0]}×{result.size[1]} · gate: u2bench parity "
-            f"vs PyTorch FP32 at each precision's tolerance · timing: paired, batch 1, {model.get('threads')} threads, "
-            f"{model.get('rounds')} rounds; ratios are time / FP32 ONNX per round (median, min–max)")
+    return (f"{result.dataset}: {plural(result.n_images, 'image')} at {result.size[0]}×{result.size[1]} · "
+            "gate: u2bench parity vs PyTorch FP32 at each precision's tolerance · timing: paired, batch 1, "
+            f"{plural(model.get('threads'), 'thread')}, {plural(model.get('rounds'), 'round')}; "
+            "ratios are time / FP32 ONNX per round (median, min–max)")
 
 
 def render_text(result: BenchmarkResult) -> str:

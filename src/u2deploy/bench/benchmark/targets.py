@@ -14,12 +14,13 @@ from pathlib import Path
 
 from ... import hardware
 from ...errors import U2Error
-from ...formats import FORMATS, Backend, Format, backend, by_key
+from ...formats import FORMATS, Backend, Format, backend, by_key, by_name
 
 REFERENCE = ("torch", "fp32")  # what every artifact is gated against
 BASELINE = ("onnx", "fp32")  # the denominator of every ratio and the source of every other artifact
-# Asked for by name only: an FP32 engine is never the one to ship where the FP16 one passes.
-NOT_BY_DEFAULT = {("trt", "fp32")}
+# Asked for by name only: an FP32 engine is never the one to ship where the FP16 one passes, and a site
+# (u2export web) is another product, the visitor's own browser, timed here through headless Chromium.
+NOT_BY_DEFAULT = {("trt", "fp32"), ("web", "fp32"), ("web", "fp16"), ("web", "int8")}
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ def all_names() -> list[str]:
 
 def default_names() -> list[str]:
     """PyTorch FP32 (the reference), ONNX FP32, FP16 and INT8, then every other exported format's
-    precisions (OpenVINO, TensorRT FP16/INT8): those that cannot run here are listed as skipped."""
+    precisions (OpenVINO, TensorRT FP16/INT8; not :data:`NOT_BY_DEFAULT`): those that cannot run here are
+    listed as skipped."""
     names = ["torch:fp32", "onnx:fp32", "onnx:fp16", "onnx:int8"]
     names += [f"{f.key}:{p}" for f in FORMATS if f.key not in ("torch", "onnx") for p in f.precisions
               if (f.key, p) not in NOT_BY_DEFAULT]
@@ -71,15 +73,12 @@ def parse_formats(text: str | Sequence[str] | None) -> list[Target]:
 
 
 def _parse_one(name: str) -> Target:
-    key, sep, precision = name.lower().partition(":")
-    if not sep or not key or not precision:
-        raise U2Error(f"--formats {name}: expected FORMAT:PRECISION, one of {', '.join(all_names())}")
     try:
-        fmt = by_key(key)
-    except U2Error:
-        raise U2Error(f"--formats {name}: unknown format {key!r}; known: {', '.join(all_names())}") from None
-    if precision not in fmt.precisions:
-        raise U2Error(f"--formats {name}: {fmt.name} artifacts are {', '.join(fmt.precisions)}")
+        fmt, precision = by_name(name)
+    except U2Error as exc:
+        raise U2Error(f"--formats {exc}") from None
+    if fmt.key != "torch" and fmt.build(precision) is None:
+        raise U2Error(f"--formats {name}: the format table has no build stage for it")
     return Target(fmt, precision)
 
 
@@ -96,15 +95,16 @@ def unavailable(target: Target, device: str, calib_dir: Path | None) -> str | No
         if why:
             return why
     else:
-        if not entry.installed():
-            return f"{entry.title} is not installed ({entry.install})"
+        why = entry.why_not_here()
+        if why:
+            return why
         if device not in entry.devices:
             return f"{entry.title} runs on {' or '.join(entry.devices)}, not --device {device}"
         if device == "cuda" and entry.name == "onnxruntime" and not _ort_has_cuda():
             return "ONNX Runtime here has no CUDAExecutionProvider (install onnxruntime-gpu instead of onnxruntime)"
     if precision == "int8":
         if fmt.key == "openvino" and importlib.util.find_spec("nncf") is None:
-            return "OpenVINO INT8 is calibrated by NNCF, which is not installed (pip install 'u2deploy[openvino]')"
+            return "OpenVINO INT8 is calibrated by NNCF, which is not installed (pip install -e '.[openvino]')"
         if calib_dir is None or not calib_dir.is_dir():
             return (f"INT8 needs calibration images: pass --calib DIR ({calib_dir} is not a folder; never the "
                     "images you evaluate on)")

@@ -20,7 +20,7 @@ from ...artifact import PRECISIONS, ArtifactSpec, resolve_input_size
 from ...engines.contract import TensorSpec, check_contract, io_specs
 from ...engines.trt_manifest import manifest_path, read_manifest
 from ...errors import U2Error
-from ...formats import FORMATS
+from ...formats import FORMATS, for_artifact
 from .config import Tensor
 
 # Element types as check_contract names them (ONNX's lower-case names) → Triton's; OpenVINO's own names
@@ -30,7 +30,6 @@ _TRITON_TYPES = {"float": "TYPE_FP32", "float16": "TYPE_FP16", "double": "TYPE_F
                  "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
 _OPENVINO_NAMES = {"bf16": "bfloat16", "u8": "uint8", "i8": "int8", "u16": "uint16", "i16": "int16",
                    "i32": "int32", "i64": "int64", "boolean": "bool"}
-_SERVED = ("onnx", "trt", "openvino")  # the formats (u2deploy.formats keys) Triton has a backend for
 
 
 @dataclass(frozen=True)
@@ -62,13 +61,16 @@ class ArtifactFacts:
 def read_artifact(path: str | Path) -> ArtifactFacts:
     """What Triton needs to know of one ``.onnx``, ``.engine`` or OpenVINO ``.xml``; a one-line U2Error if not."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    key = "trt" if suffix == ".plan" else next((f.key for f in FORMATS if f.suffix and f.suffix == suffix), None)
-    if key not in _SERVED:
-        raise U2Error(f"{path}: not an artifact Triton serves; expected .onnx, .engine (TensorRT) or .xml (OpenVINO)")
+    served = ", ".join(f"{f.suffix} ({f.name})" for f in FORMATS if f.triton)
+    try:
+        key = for_artifact(str(path)).key
+    except U2Error:
+        key = None
+    if key not in _READERS:
+        raise U2Error(f"{path}: not an artifact Triton serves; expected {served}")
     if not path.is_file():
         raise U2Error(f"{path}: no such file")
-    return {"onnx": _read_onnx, "trt": _read_engine, "openvino": _read_openvino}[key](path)
+    return _READERS[key](path)
 
 
 def _read_onnx(path: Path) -> ArtifactFacts:
@@ -90,7 +92,7 @@ def _read_openvino(path: Path) -> ArtifactFacts:
     try:
         import openvino as ov
     except ImportError:
-        raise U2Error(f"{path}: reading an OpenVINO IR needs OpenVINO (pip install 'u2deploy[openvino]')") from None
+        raise U2Error(f"{path}: reading an OpenVINO IR needs OpenVINO (pip install -e '.[openvino]')") from None
     from ...engines.openvino import port_spec, read_spec_metadata
 
     try:
@@ -169,3 +171,7 @@ def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:160] if lines else type(exc).__name__
 
+
+
+# Each format whose row names a Triton backend (u2deploy.formats.Format.triton), read where it keeps its spec.
+_READERS = {"onnx": _read_onnx, "trt": _read_engine, "openvino": _read_openvino}

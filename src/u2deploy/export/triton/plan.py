@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ... import __version__
 from ...errors import U2Error
+from ...formats import by_key
 from .artifacts import ArtifactFacts, read_artifact
 from .config import DEFAULT_QUEUE_DELAY_US, MODEL_NAME, DynamicBatching, ModelConfig, Tensor, check_config
 from .ensemble import ensemble_models
@@ -29,8 +30,7 @@ DEFAULT_MAX_BATCH = 8  # for an artifact that takes any batch
 MODEL_BACKENDS = ("native", "python")
 KINDS = ("cpu", "gpu")
 ACCELERATORS = ("none", "openvino", "tensorrt")  # ONNX Runtime execution accelerators Triton offers
-# Triton's backend for each format, and the file names it loads by default.
-_NATIVE = {"onnx": ("onnxruntime_onnx", None), "trt": ("tensorrt_plan", None), "openvino": (None, "openvino")}
+# The file names Triton's backends load by default (which backend serves a format: its row's `triton`).
 _NATIVE_FILES = {".onnx": "model.onnx", ".engine": "model.plan", ".xml": "model.xml", ".bin": "model.bin"}
 
 
@@ -166,7 +166,9 @@ def _python_step(base: ModelConfig, facts: ArtifactFacts, options: RepoOptions, 
 
 def _native_step(base: ModelConfig, facts: ArtifactFacts, options: RepoOptions, kind: str) -> ModelDir:
     """Triton's own backend for the format, with the settings that backend reads."""
-    platform, backend = _NATIVE[facts.format]
+    served = by_key(facts.format).triton
+    assert served is not None, f"{facts.format}: read_artifact admits only formats Triton serves"
+    platform, backend = served
     filename, files = _artifact_files(facts, _NATIVE_FILES.__getitem__)
     parameters: dict[str, str] = {}
     comments = base.comments

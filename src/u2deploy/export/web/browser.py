@@ -36,7 +36,7 @@ def missing() -> str | None:
     try:
         import playwright  # noqa: F401
     except ImportError:
-        return "needs Playwright's Python API (pip install 'u2deploy[web]')"
+        return "needs Playwright's Python API (pip install -e '.[web]')"
     if chromium_path() is None:
         return "needs Chromium (apt-get install chromium, or set U2DEPLOY_CHROMIUM)"
     return None

@@ -23,6 +23,7 @@ from ...artifact import ArtifactSpec
 from ...data.images import MAX_PIXELS
 from ...errors import U2Error
 from ...files import human_size, sha256_of
+from ...formats import by_key, default_output
 from .resize_order import pillow_resize_order
 from .runtime import FILES, Runtime, find_runtime
 
@@ -59,16 +60,21 @@ class WebSite:
                 f"next: python -m u2deploy.export.web.serve {self.path}")
 
 
-def export_web(artifact: str | Path, output: str | Path, *, ort_web: str | Path | None = None,
+def export_web(artifact: str | Path, output: str | Path | None = None, *, ort_web: str | Path | None = None,
                overwrite: bool = False, webgpu: bool = False) -> WebSite:
-    """Write the site for ``artifact`` (an ``.onnx`` from ``u2export onnx``, ``fp16`` or ``quantize``)."""
+    """Write the site for ``artifact`` (an ``.onnx`` from ``u2export onnx``, ``fp16`` or ``quantize``) into
+    ``output`` (default: the format table's name beside it, ``u2netp_int8_web/``)."""
     from ..triton.artifacts import read_artifact  # the one reader of an artifact's I/O contract and spec
 
-    artifact, output = Path(artifact), Path(output)
+    artifact = Path(artifact)
     if artifact.suffix.lower() != ".onnx":
         raise U2Error(f"{artifact}: u2export web takes an ONNX artifact (.onnx, from u2export onnx, fp16 or quantize)")
     facts = read_artifact(artifact)
     spec, size = facts.spec, facts.input_size
+    runs = by_key("web").precisions
+    if output is None and spec.precision not in runs:
+        raise U2Error(f"{artifact}: a {spec.precision} artifact; the browser runs {', '.join(runs)}")
+    output = Path(output) if output is not None else default_output("web", spec.precision, artifact)
     if facts.batch_range is not None and facts.batch_range[0] > 1:
         raise U2Error(f"{artifact}: takes batches of {facts.batch_range[0]}; the browser runs one image at a time "
                       "(export with --batch 1 or --dynamic-batch)")

@@ -68,7 +68,7 @@ def _shapes_at(model: onnx.ModelProto, size: tuple[int, int]) -> dict[str, tuple
 
 def check_same(original: onnx.ModelProto, rewritten: onnx.ModelProto, size: tuple[int, int], source: str) -> float:
     """max|Δ| of the first output, original against rewritten, on one fixed random input in ONNX Runtime."""
-    from ...engines.onnxruntime import cpu_session, run_first_output
+    from ...ort_session import cpu_session, run_first_output
 
     x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
     a = run_first_output(cpu_session(original), x)
