@@ -127,7 +127,7 @@ def test_parsing_and_backend_rules(small_onnx: Path) -> None:
         latency.open_for_timing(str(small_onnx), LatencyOptions(compile=True))
     with pytest.raises(U2Error, match="--cuda-graphs needs --device cuda"):
         latency.open_for_timing("torch:small", LatencyOptions(cuda_graphs=True))
-    with pytest.raises(U2Error, match="--backend nope: unknown backend .nope.; expected one of auto, torch, onnxruntime"):
+    with pytest.raises(U2Error, match="--backend nope: unknown backend .nope.; expected one of auto, torch, onnx"):
         latency.open_for_timing(str(small_onnx), LatencyOptions(backend="nope"))
     runner, _ = latency.open_for_timing(str(small_onnx), LatencyOptions())
     with runner:
