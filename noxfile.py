@@ -35,7 +35,7 @@ def avx2(session: nox.Session) -> None:
     INT8 and FP16 kernels differ between CPUs with an int8 dot product (VNNI, AMX) and AVX2-only ones, and a
     machine with VNNI never runs the AVX2 kernels. The tests run natively (PyTorch references, files, data);
     their runners' inference goes to one process under `qemu-x86_64 -cpu Haswell` (tests/emulated_cpu.py),
-    on fewer held-out images (conftest.held_out). ~10 minutes on 2 cores.
+    on fewer held-out images (conftest.held_out). 13.5 minutes on a quiet 2-core Zen 3.
     """
     if shutil.which("qemu-x86_64") is None:
         session.error("needs qemu-x86_64 7.2 or newer to emulate an AVX2-only CPU: apt-get install -y qemu-user")
